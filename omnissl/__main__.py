@@ -1,0 +1,5 @@
+import sys
+
+from omnissl.cli import main
+
+sys.exit(main())

@@ -1,0 +1,25 @@
+"""omnissl's own components, registered through the same hooks as any plugin."""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+from omnissl import hookimpl
+from omnissl.encoders import TokenEncoder
+from omnissl.maskers import BlockMasker, GroupMasker, RandomMasker, SpanMasker
+from omnissl.objectives import MAE, SimMIM
+
+
+@hookimpl
+def omnissl_maskers() -> dict[str, Callable[..., Any]]:
+    return {"random": RandomMasker, "block": BlockMasker, "span": SpanMasker, "group": GroupMasker}
+
+
+@hookimpl
+def omnissl_encoders() -> dict[str, Callable[..., Any]]:
+    return {"transformer": TokenEncoder}
+
+
+@hookimpl
+def omnissl_objectives() -> dict[str, Callable[..., Any]]:
+    return {"mae": MAE, "simmim": SimMIM}

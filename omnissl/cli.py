@@ -1,0 +1,149 @@
+"""The ``omnissl`` command line."""
+
+from __future__ import annotations
+
+import argparse
+import fnmatch
+import shutil
+import sys
+from pathlib import Path
+
+from omnissl.errors import OmnisslError
+
+EXAMPLES = """\
+examples:
+  omnissl plugins                               what is installed and what each plugin registers
+  omnissl recipes                               every recipe of every installed plugin
+  omnissl recipes show image/mae-digits         print a recipe
+  omnissl recipes cp image/mae-vit-base my.yaml fork a recipe to edit it
+  omnissl train image/mae-digits --out runs/digits
+  omnissl train my.yaml data.root=/data/imagenet/train train.steps=50000 --out runs/in1k
+  omnissl train my.yaml --out runs/in1k --resume   continue after a crash or a pre-emption
+  omnissl probe runs/digits                     linear + k-NN probes: pre-trained vs random vs baseline
+"""
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="omnissl", description="Self-supervised pre-training for any modality, from a YAML recipe.",
+        epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    train = sub.add_parser("train", help="pre-train from a recipe", epilog=EXAMPLES,
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
+    train.add_argument("recipe", help="an installed recipe name (image/mae-digits) or a YAML file")
+    train.add_argument("overrides", nargs="*", metavar="key.sub=value", help="override recipe keys")
+    train.add_argument("--out", type=Path, help="run folder (default: runs/<recipe name>)")
+    train.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    train.add_argument("--no-probe", action="store_true", help="skip the probes at the end")
+
+    recipes = sub.add_parser("recipes", help="list, show or fork installed recipes")
+    recipes.add_argument("action", nargs="?", default="ls", choices=["ls", "show", "cp"])
+    recipes.add_argument("args", nargs="*", help="ls [PATTERN] | show NAME | cp NAME DEST")
+
+    sub.add_parser("plugins", help="installed plugins, their versions and what they register")
+
+    probe = sub.add_parser("probe", help="probe the encoder of a run folder")
+    probe.add_argument("run_dir", type=Path)
+    return parser
+
+
+def _cmd_plugins() -> None:
+    from omnissl.plugins import get_registry
+
+    registry = get_registry()
+    for info in registry.plugins:
+        print(f"{info.name} {info.version}  ({info.source})")
+        for kind, names in info.registers.items():
+            print(f"  {kind:<11} {', '.join(sorted(names))}")
+        if info.recipe_dirs:
+            count = sum(len(list(Path(d).glob('*/*.yaml'))) for d in info.recipe_dirs)
+            print(f"  {'recipes':<11} {count} in {', '.join(str(d) for d in info.recipe_dirs)}")
+
+
+def _cmd_recipes(action: str, args: list[str]) -> None:
+    from omnissl.plugins import get_registry
+    from omnissl.recipe import header_command, recipe_index, resolve_path
+
+    registry = get_registry()
+    if action == "ls":
+        pattern = args[0] if args else "*"
+        index = {k: v for k, v in recipe_index(registry).items() if fnmatch.fnmatch(k, pattern)}
+        if not index:
+            print("no recipes installed" if pattern == "*" else f"no recipe matches {pattern!r}")
+        width = max((len(k) for k in index), default=0)
+        for name, path in index.items():
+            print(f"{name:<{width}}  {header_command(path) or path}")
+        return
+    if action == "show":
+        if len(args) != 1:
+            raise OmnisslError("usage: omnissl recipes show NAME")
+        print(resolve_path(args[0], registry).read_text(), end="")
+        return
+    if len(args) != 2:
+        raise OmnisslError("usage: omnissl recipes cp NAME DEST")
+    source, dest = resolve_path(args[0], registry), Path(args[1])
+    if dest.is_dir():
+        dest = dest / source.name
+    if dest.exists():
+        raise OmnisslError(f"{dest} already exists; pick another name or delete it first")
+    shutil.copyfile(source, dest)
+    print(f"copied {args[0]} to {dest}; run it with: omnissl train {dest}")
+
+
+def _cmd_train(args: argparse.Namespace) -> None:
+    from omnissl.eval.probe import format_table
+    from omnissl.eval.run import probe_run
+    from omnissl.plugins import get_registry
+    from omnissl.recipe import load_recipe
+    from omnissl.train import train
+
+    registry = get_registry()
+    recipe = load_recipe(args.recipe, args.overrides, registry)
+    out = args.out or Path("runs") / Path(args.recipe).stem
+    if not args.resume and (out / "checkpoints" / "last.pt").exists():
+        raise OmnisslError(f"{out} already holds a run; add --resume to continue it or pick another --out")
+    train(recipe, registry, out, resume=args.resume)
+    print(f"\nrun folder: {out}  (metrics.jsonl, checkpoints/, loss_curve.png, reconstruction.png)")
+    if recipe.probe.enabled and not args.no_probe:
+        report = probe_run(out, registry)
+        print(format_table(report))
+        print(f"probe results: {out / 'probe.json'}")
+
+
+def _cmd_probe(run_dir: Path) -> None:
+    from omnissl.eval.probe import format_table
+    from omnissl.eval.run import probe_run
+    from omnissl.plugins import get_registry
+
+    report = probe_run(run_dir, get_registry())
+    print(format_table(report))
+    print(f"probe results: {run_dir / 'probe.json'}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "train":
+            _cmd_train(args)
+        elif args.command == "recipes":
+            _cmd_recipes(args.action, args.args)
+        elif args.command == "plugins":
+            _cmd_plugins()
+        elif args.command == "probe":
+            _cmd_probe(args.run_dir)
+        else:
+            parser.print_help()
+            return 2
+    except OmnisslError as exc:
+        print(f"omnissl: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("omnissl: interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,109 @@
+"""The core encoder: a ViT over tokens with coordinates (Dosovitskiy et al., 2021),
+whatever the modality.
+
+Embedding = value embedding + positional encoding by coordinate kind + kind
+embeddings. Two execution modes share the weights: *drop* (the caller passes
+only the visible tokens, as MAE) and *dense* (all tokens, hidden ones replaced
+by a learned mask token before the position is added, as SimMIM).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from omnissl.errors import RecipeError
+from omnissl.layers import KindEmbedding, PositionEncoding, TransformerStack, attention_mask, init_weights
+from omnissl.tokens import TokenBatch, TokenSpec, gather_rows
+
+# name: (width, depth, heads), as timm's vit_{tiny,small,base,large}_patch16_224.
+SIZES: dict[str, tuple[int, int, int]] = {
+    "tiny": (192, 12, 3),
+    "small": (384, 12, 6),
+    "base": (768, 12, 12),
+    "large": (1024, 24, 16),
+}
+
+
+class TokenEncoder(nn.Module):
+    """Transformer encoder over padded token sets.
+
+    Args:
+        spec: the modality's token spec (value size, coordinate groups, kind vocabularies, bias channels).
+        modality: the modality, asked for a custom value embedding (may be None).
+        size: ``tiny``, ``small``, ``base`` or ``large``; ``dim``/``depth``/``heads`` override it.
+        mlp_ratio: MLP width relative to ``dim``.
+        drop_path: stochastic depth rate.
+    """
+
+    def __init__(self, spec: TokenSpec, modality: Any = None, size: str = "tiny", dim: int | None = None,
+                 depth: int | None = None, heads: int | None = None, mlp_ratio: float = 4.0,
+                 drop_path: float = 0.0):
+        super().__init__()
+        if size not in SIZES:
+            raise RecipeError(f"encoder.size={size!r} is not one of {', '.join(SIZES)}")
+        d, n, h = SIZES[size]
+        self.dim, self.depth, self.heads = dim or d, depth or n, heads or h
+        self.spec = spec
+        custom = modality.value_embedding(self.dim) if modality is not None else None
+        self.value_embed = custom if custom is not None else nn.Linear(spec.value_dim, self.dim)
+        self.pos_embed = PositionEncoding(spec.coords, self.dim)
+        self.kind_embed = KindEmbedding(spec.kind_vocab, self.dim) if spec.kind_vocab else None
+        self.bias_proj = nn.Linear(spec.bias_channels, self.heads) if spec.bias_channels > 1 else None
+        self.mask_token = nn.Parameter(torch.zeros(1, 1, self.dim))
+        self.blocks = TransformerStack(self.dim, self.depth, self.heads, mlp_ratio, drop_path)
+        self.apply(init_weights)
+        nn.init.normal_(self.mask_token, std=0.02)
+        if isinstance(self.value_embed, nn.Linear):
+            # MAE initialises the patch projection like a linear layer of its flattened kernel.
+            nn.init.xavier_uniform_(self.value_embed.weight)
+
+    def embed(self, values: Tensor, coords: Tensor, kinds: Tensor | None, hidden: Tensor | None = None) -> Tensor:
+        """(B, N, D) values, (B, N, C) coords, (B, N, G) kinds -> (B, N, dim).
+
+        Where ``hidden`` (B, N) is True, the value embedding is replaced by the mask token;
+        positions and kinds are still added (SimMIM's dense mode).
+        """
+        x = self.value_embed(values)
+        if hidden is not None:
+            x = torch.where(hidden[..., None], self.mask_token.to(x.dtype), x)
+        x = x + self.pos_embed(coords)
+        if self.kind_embed is not None and kinds is not None:
+            x = x + self.kind_embed(kinds)
+        return x
+
+    def bias_heads(self, attn_bias: Tensor | None) -> Tensor | None:
+        """(B, N, N) or (B, N, N, R) prior -> (B, 1 or H, N, N)."""
+        if attn_bias is None:
+            return None
+        if self.bias_proj is None:
+            return attn_bias[:, None] if attn_bias.ndim == 3 else attn_bias.mean(-1)[:, None]
+        return self.bias_proj(attn_bias).permute(0, 3, 1, 2)
+
+    def forward(self, values: Tensor, coords: Tensor, kinds: Tensor | None = None, pad: Tensor | None = None,
+                attn_bias: Tensor | None = None, hidden: Tensor | None = None) -> Tensor:
+        """Encode tokens: returns (B, N, dim) features (padding rows are meaningless)."""
+        x = self.embed(values, coords, kinds, hidden)
+        mask = attention_mask(pad, self.bias_heads(attn_bias), x.dtype)
+        return self.blocks(x, mask)
+
+    def forward_batch(self, batch: TokenBatch) -> Tensor:
+        """Encode a whole batch with nothing hidden: (B, N, dim)."""
+        return self.forward(batch.values, batch.coords, batch.kinds, batch.pad, batch.attn_bias)
+
+    @staticmethod
+    def pool(features: Tensor, pad: Tensor) -> Tensor:
+        """Mean over real tokens: (B, N, dim), (B, N) -> (B, dim)."""
+        keep = (~pad).unsqueeze(-1).to(features.dtype)
+        return (features * keep).sum(1) / keep.sum(1).clamp(min=1)
+
+
+def gather_tokens(batch: TokenBatch, idx: Tensor) -> tuple[Tensor, Tensor, Tensor | None, Tensor | None]:
+    """Values, coords, kinds and attention bias of the tokens at ``idx`` (B, K)."""
+    kinds = gather_rows(batch.kinds, idx) if batch.kinds is not None else None
+    bias = None
+    if batch.attn_bias is not None:  # rows, then columns: (B, N, N[, R]) -> (B, K, K[, R])
+        bias = gather_rows(gather_rows(batch.attn_bias, idx).transpose(1, 2), idx).transpose(1, 2)
+    return gather_rows(batch.values, idx), gather_rows(batch.coords, idx), kinds, bias

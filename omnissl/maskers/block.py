@@ -1,0 +1,60 @@
+"""Block-wise masking: hide contiguous boxes in coordinate space (BEiT, Bao et al. 2022; nnssl 3-D blocks)."""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+from torch import Tensor
+
+from omnissl.errors import RecipeError
+from omnissl.maskers.base import Masker, check_ratio, ensure_one_visible, hide_count
+from omnissl.tokens import TokenBatch
+
+
+class BlockMasker(Masker):
+    """Hide axis-aligned boxes of tokens until at least ``ratio`` of each sample is hidden.
+
+    Boxes are placed at random real tokens and extend ``size`` coordinate units
+    along each axis (a size drawn from ``[min_size, max_size]`` per box and axis).
+    Whole boxes are hidden, so the hidden fraction may exceed ``ratio`` slightly.
+
+    Args:
+        ratio: target fraction of real tokens to hide.
+        min_size: smallest box extent along each axis, in coordinate units.
+        max_size: largest box extent; defaults to ``min_size`` (fixed-size blocks).
+        axes: coordinate columns that span the space (default: all).
+    """
+
+    def __init__(self, ratio: float = 0.6, min_size: float = 2.0, max_size: float | None = None,
+                 axes: Sequence[int] | None = None):
+        self.ratio = check_ratio(ratio, "masker.ratio")
+        self.min_size = float(min_size)
+        self.max_size = float(max_size if max_size is not None else min_size)
+        if self.min_size <= 0 or self.max_size < self.min_size:
+            raise RecipeError(f"masker: need 0 < min_size <= max_size, got {min_size}, {max_size}")
+        self.axes = list(axes) if axes is not None else None
+
+    def hidden(self, batch: TokenBatch, generator: torch.Generator | None) -> Tensor:
+        coords = batch.coords if self.axes is None else batch.coords[..., self.axes]
+        pad = batch.pad
+        hidden = torch.zeros_like(pad)
+        targets = hide_count((~pad).sum(dim=1), self.ratio)
+        device = pad.device
+        for b in range(pad.shape[0]):
+            real = (~pad[b]).nonzero().squeeze(1)
+            if real.numel() < 2:
+                continue
+            pts = coords[b, real]  # [n, A]
+            got = torch.zeros(real.numel(), dtype=torch.bool, device=device)
+            for _ in range(64 * real.numel()):  # bounded: each box hides >= its anchor
+                if int(got.sum()) >= int(targets[b]):
+                    break
+                anchor = pts[torch.randint(real.numel(), (1,), generator=generator, device=device)]  # [1, A]
+                size = self.min_size + (self.max_size - self.min_size) * torch.rand(
+                    (1, pts.shape[1]), generator=generator, device=device)
+                # Centre the box on the anchor; integer sizes give exactly `size` grid cells.
+                lo = anchor - torch.floor(size / 2)
+                got |= ((pts >= lo) & (pts < lo + size)).all(dim=1)
+            hidden[b, real] = got
+        return ensure_one_visible(hidden, pad, generator)

@@ -1,0 +1,314 @@
+"""Recipes: one YAML file names everything a run needs, validated before anything heavy starts.
+
+A recipe has fixed sections (``optim``, ``train``, ``probe``, ``viz``) with a
+schema below, and component sections (``modality``, ``data``, ``masker``,
+``encoder``, ``objective``) whose ``name`` picks a registered component and
+whose other keys are that component's keyword arguments, checked against its
+signature. ``key.sub=value`` overrides from the command line are applied
+before validation; values are parsed as YAML (``train.steps=100``,
+``optim.betas=[0.9,0.95]``).
+"""
+
+from __future__ import annotations
+
+import copy
+import difflib
+import inspect
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import yaml
+
+from omnissl.errors import RecipeError
+from omnissl.plugins import Registry
+
+COMPONENTS = {"modality": "modalities", "data": "datasets", "masker": "maskers", "encoder": "encoders",
+              "objective": "objectives"}
+# Keys of component sections that the core consumes itself (not passed to the factory).
+CORE_KEYS = {"data": {"val_fraction": float, "num_workers": int}}
+# Leading positional parameters the core passes to factories, never set from a recipe.
+INJECTED = {"encoders": ("spec", "modality"), "objectives": ("encoder", "modality")}
+
+
+@dataclass
+class OptimConfig:
+    """AdamW with linear warm-up and cosine decay."""
+
+    lr: float | None = None  # absolute peak learning rate
+    base_lr: float | None = None  # peak lr per 256 samples (MAE's rule): lr = base_lr * batch_size / 256
+    weight_decay: float = 0.05
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.95])
+    eps: float = 1e-8
+    warmup_steps: int = 0
+    min_lr: float = 0.0
+
+
+@dataclass
+class TrainConfig:
+    steps: int = 1000
+    batch_size: int = 64  # effective batch per optimiser step
+    micro_batch_size: int | None = None  # per forward; batch_size / micro_batch_size accumulation steps
+    clip_grad: float | None = 1.0
+    precision: str = "auto"  # auto (bf16 on CUDA, fp32 on CPU), bf16, fp32
+    compile: bool = False
+    seed: int = 0
+    device: str = "auto"  # auto (CUDA, then CPU), cpu, cuda, cuda:N
+    log_every: int = 10
+    val_every: int = 100
+    val_batches: int = 4
+    ckpt_every: int = 200
+
+
+@dataclass
+class ProbeConfig:
+    enabled: bool = True
+    knn_k: int = 20
+    metric: str = "auto"  # auto: accuracy (classification) / r2 (regression); or balanced_accuracy
+    max_samples: int = 20000
+    batch_size: int = 128
+    seed: int = 0
+
+
+@dataclass
+class VizConfig:
+    enabled: bool = True
+    num_samples: int = 8
+
+
+SECTIONS: dict[str, type] = {"optim": OptimConfig, "train": TrainConfig, "probe": ProbeConfig, "viz": VizConfig}
+TOP_KEYS = ["description", *COMPONENTS, *SECTIONS]
+
+
+@dataclass
+class Recipe:
+    """A validated recipe. Component sections stay dicts; fixed sections become dataclasses."""
+
+    source: str
+    raw: dict[str, Any]
+    optim: OptimConfig
+    train: TrainConfig
+    probe: ProbeConfig
+    viz: VizConfig
+
+    def component(self, section: str) -> tuple[str, dict[str, Any]]:
+        """(name, factory keyword arguments) of a component section."""
+        options = dict(self.raw[section])
+        name = options.pop("name")
+        for key in CORE_KEYS.get(section, {}):
+            options.pop(key, None)
+        return name, options
+
+    def get(self, section: str, key: str, default: Any = None) -> Any:
+        return self.raw.get(section, {}).get(key, default)
+
+
+def _closest(key: str, choices: Sequence[str]) -> str:
+    hint = difflib.get_close_matches(key, list(choices), n=1, cutoff=0.5)
+    return f" Did you mean {hint[0]!r}?" if hint else f" Valid keys: {', '.join(sorted(choices))}."
+
+
+class _Lines:
+    """Line numbers of keys in a YAML file, for error messages."""
+
+    def __init__(self, text: str | None):
+        self.lines: dict[str, int] = {}
+        if text:
+            try:
+                self._walk(yaml.compose(text), "")
+            except yaml.YAMLError:
+                pass
+
+    def _walk(self, node: Any, prefix: str) -> None:
+        if isinstance(node, yaml.MappingNode):
+            for key_node, value_node in node.value:
+                path = f"{prefix}{key_node.value}"
+                self.lines[path] = key_node.start_mark.line + 1
+                self._walk(value_node, path + ".")
+
+    def where(self, source: str, key: str) -> str:
+        line = self.lines.get(key)
+        return f"{source}, line {line}" if line else source
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """``a.b=value`` -> (["a", "b"], parsed value)."""
+    if "=" not in text:
+        raise RecipeError(f"override {text!r} must look like key.sub=value (for example train.steps=100)")
+    key, value = text.split("=", 1)
+    if not key or any(not part for part in key.split(".")):
+        raise RecipeError(f"override {text!r} has an empty key")
+    try:
+        parsed = yaml.safe_load(value) if value != "" else ""
+    except yaml.YAMLError as exc:
+        raise RecipeError(f"override {text!r}: value is not valid YAML ({exc})") from exc
+    return key.split("."), parsed
+
+
+def apply_overrides(raw: dict[str, Any], overrides: Sequence[str]) -> dict[str, Any]:
+    out = copy.deepcopy(raw)
+    for text in overrides:
+        path, value = parse_override(text)
+        node = out
+        for part in path[:-1]:
+            child = node.setdefault(part, {})
+            if not isinstance(child, dict):
+                raise RecipeError(f"override {text!r}: {part!r} is not a section")
+            node = child
+        node[path[-1]] = value
+    return out
+
+
+def load_yaml(path: Path) -> tuple[dict[str, Any], str]:
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise RecipeError(f"cannot read recipe {path}: {exc.strerror}") from exc
+    try:
+        raw = yaml.safe_load(text) or {}
+    except yaml.YAMLError as exc:
+        raise RecipeError(f"{path}: not valid YAML: {exc}") from exc
+    if not isinstance(raw, dict):
+        raise RecipeError(f"{path}: a recipe must be a mapping of sections, got {type(raw).__name__}")
+    return raw, text
+
+
+def _check_type(value: Any, annotation: Any) -> bool:
+    text = str(annotation)
+    if "Any" in text:
+        return True
+    allowed: list[type] = []
+    for name, typ in (("bool", bool), ("int", int), ("float", float), ("str", str), ("Literal", str),
+                      ("list", list), ("Sequence", list), ("tuple", list), ("dict", dict)):
+        if name in text:
+            allowed.append(typ)
+    if value is None:
+        return "None" in text
+    if isinstance(value, bool):
+        return bool in allowed
+    if float in allowed and isinstance(value, int):
+        return True
+    return isinstance(value, tuple(allowed))
+
+
+def factory_parameters(factory: Callable[..., Any], kind: str) -> dict[str, inspect.Parameter]:
+    """Keyword arguments a recipe may set for ``factory`` (None when it takes **kwargs)."""
+    target = factory.__init__ if inspect.isclass(factory) else factory
+    params = dict(inspect.signature(target).parameters)
+    params.pop("self", None)
+    for name in INJECTED.get(kind, ()):
+        params.pop(name, None)
+    return params
+
+
+def validate(raw: dict[str, Any], registry: Registry, source: str = "<recipe>", text: str | None = None) -> Recipe:
+    """Check every key and type; return a :class:`Recipe` or raise :class:`RecipeError`."""
+    lines = _Lines(text)
+    for key in raw:
+        if key not in TOP_KEYS:
+            raise RecipeError(f"{lines.where(source, key)}: unknown section {key!r}.{_closest(key, TOP_KEYS)}")
+    for section, kind in COMPONENTS.items():
+        options = raw.get(section)
+        if not isinstance(options, dict) or "name" not in options:
+            raise RecipeError(f"{source}: section {section!r} needs a 'name' (one of: "
+                              f"{', '.join(registry.names(kind)) or 'none installed'})")
+        factory = registry.get(kind, options["name"])
+        params = factory_parameters(factory, kind)
+        takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+        core = CORE_KEYS.get(section, {})
+        for key, value in options.items():
+            if key == "name":
+                continue
+            where = lines.where(source, f"{section}.{key}")
+            if key in core:
+                if not isinstance(value, core[key]) and not (core[key] is float and isinstance(value, int)):
+                    raise RecipeError(f"{where}: {section}.{key} must be {core[key].__name__}, got {value!r}")
+                continue
+            if key not in params and not takes_any:
+                valid = [p for p in params if params[p].kind is not inspect.Parameter.VAR_KEYWORD] + list(core)
+                raise RecipeError(f"{where}: {options['name']!r} ({section}) has no option {key!r}."
+                                  f"{_closest(key, valid)}")
+            param = params.get(key)
+            if param is not None and param.annotation is not inspect.Parameter.empty:
+                if not _check_type(value, param.annotation):
+                    raise RecipeError(f"{where}: {section}.{key} must be {param.annotation}, got {value!r}")
+    built: dict[str, Any] = {}
+    for section, cls in SECTIONS.items():
+        options = raw.get(section) or {}
+        if not isinstance(options, dict):
+            raise RecipeError(f"{lines.where(source, section)}: section {section!r} must be a mapping")
+        known = {f.name: f for f in fields(cls)}
+        for key, value in options.items():
+            where = lines.where(source, f"{section}.{key}")
+            if key not in known:
+                raise RecipeError(f"{where}: unknown key {section}.{key}.{_closest(key, list(known))}")
+            if not _check_type(value, known[key].type):
+                raise RecipeError(f"{where}: {section}.{key} must be {known[key].type}, got {value!r}")
+        built[section] = cls(**options)
+    recipe = Recipe(source=source, raw=raw, **built)
+    _check_values(recipe, lines)
+    return recipe
+
+
+def _check_values(recipe: Recipe, lines: _Lines) -> None:
+    t, o = recipe.train, recipe.optim
+    src = recipe.source
+    if t.steps < 1:
+        raise RecipeError(f"{lines.where(src, 'train.steps')}: train.steps must be >= 1")
+    micro = t.micro_batch_size or t.batch_size
+    if t.batch_size < 1 or micro < 1 or t.batch_size % micro:
+        raise RecipeError(f"{lines.where(src, 'train.batch_size')}: train.batch_size ({t.batch_size}) must be a "
+                          f"positive multiple of train.micro_batch_size ({micro})")
+    if t.precision not in ("auto", "bf16", "fp32"):
+        raise RecipeError(f"{lines.where(src, 'train.precision')}: train.precision must be auto, bf16 or fp32")
+    if (o.lr is None) == (o.base_lr is None):
+        raise RecipeError(f"{src}: set exactly one of optim.lr and optim.base_lr")
+    val = recipe.get("data", "val_fraction", 0.1)
+    if not 0.0 <= val < 1.0:
+        raise RecipeError(f"{lines.where(src, 'data.val_fraction')}: data.val_fraction must be in [0, 1)")
+    if recipe.probe.metric not in ("auto", "accuracy", "balanced_accuracy", "r2", "rmse"):
+        raise RecipeError(f"{lines.where(src, 'probe.metric')}: probe.metric must be auto, accuracy, "
+                          f"balanced_accuracy, r2 or rmse")
+
+
+def recipe_index(registry: Registry) -> dict[str, Path]:
+    """Every installed recipe, ``domain/name`` -> path."""
+    index: dict[str, Path] = {}
+    for root in registry.recipe_dirs():
+        for path in sorted(Path(root).glob("*/*.yaml")):
+            index.setdefault(f"{path.parent.name}/{path.stem}", path)
+    return index
+
+
+def resolve_path(name_or_path: str, registry: Registry) -> Path:
+    """A recipe file from a path or an installed recipe name."""
+    path = Path(name_or_path)
+    if path.suffix in (".yaml", ".yml") or path.exists():
+        if not path.is_file():
+            raise RecipeError(f"recipe file {path} does not exist")
+        return path
+    index = recipe_index(registry)
+    if name_or_path in index:
+        return index[name_or_path]
+    hint = difflib.get_close_matches(name_or_path, list(index), n=1)
+    extra = f" Did you mean {hint[0]!r}?" if hint else ""
+    raise RecipeError(f"no recipe named {name_or_path!r}.{extra} `omnissl recipes` lists the installed ones.")
+
+
+def load_recipe(name_or_path: str, overrides: Sequence[str], registry: Registry) -> Recipe:
+    """Find, read, override and validate a recipe."""
+    path = resolve_path(name_or_path, registry)
+    raw, text = load_yaml(path)
+    raw = apply_overrides(raw, overrides)
+    return validate(raw, registry, str(path), text)
+
+
+def header_command(path: Path) -> str | None:
+    """The command in a recipe's leading comment (``# omnissl train ...``)."""
+    for line in path.read_text().splitlines():
+        if not line.startswith("#"):
+            break
+        body = line.lstrip("#").strip()
+        if body.startswith("omnissl "):
+            return body
+    return None

@@ -1,0 +1,220 @@
+"""The token contract: what every modality turns its data into.
+
+A sample becomes :class:`Tokens` (one variable-length set of tokens with
+coordinates); :func:`collate_tokens` pads a list of them into a
+:class:`TokenBatch`. The core never looks inside ``values``: pixels, EEG
+segments, atom features and splat groups are all just vectors with a position.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import Any, Literal, Sequence
+
+import torch
+from torch import Tensor
+
+
+@dataclass(frozen=True)
+class CoordGroup:
+    """A run of coordinate columns that share one positional encoding.
+
+    Attributes:
+        kind: ``"grid"`` for integer grid indices (fixed N-d sin-cos encoding) or
+            ``"continuous"`` for real-valued positions (random Fourier features).
+        size: number of coordinate columns in the group.
+        scale: for ``"continuous"``, the length scale of the Fourier features
+            (coordinates are divided by it); ignored for ``"grid"``.
+    """
+
+    kind: Literal["grid", "continuous"]
+    size: int
+    scale: float = 1.0
+
+
+@dataclass(frozen=True)
+class TokenSpec:
+    """The shape of a modality's tokens, fixed for a data set; encoders are built from it.
+
+    Attributes:
+        value_dim: length D of each token's ``values`` vector.
+        coords: coordinate groups, in column order; their sizes add up to C.
+        kind_vocab: vocabulary size of each ``kinds`` column (empty: no kinds).
+        bias_channels: 0 when tokens carry no ``attn_bias``, 1 for an [N, N]
+            bias added to every head, R > 1 for an [N, N, R] relation tensor that
+            the encoder projects to one bias per head.
+    """
+
+    value_dim: int
+    coords: tuple[CoordGroup, ...]
+    kind_vocab: tuple[int, ...] = ()
+    bias_channels: int = 0
+
+    @property
+    def coord_dim(self) -> int:
+        return sum(group.size for group in self.coords)
+
+
+@dataclass
+class Tokens:
+    """The tokens of one sample.
+
+    Attributes:
+        values: (num_tokens, value_dim) float content; the default reconstruction target.
+        coords: (num_tokens, coord_dim) float position of each token.
+        kinds: (num_tokens, num_kind_columns) long categorical identity, or None.
+        attn_bias: (num_tokens, num_tokens) or (num_tokens, num_tokens, channels)
+            float pairwise prior added to attention logits, or None.
+        targets: extra target streams, each (num_tokens, target_dim), by name.
+        label: class index or regression value for probes; never used in pre-training.
+        meta: anything else the modality wants to keep (units, spacing, file name).
+    """
+
+    values: Tensor
+    coords: Tensor
+    kinds: Tensor | None = None
+    attn_bias: Tensor | None = None
+    targets: dict[str, Tensor] = field(default_factory=dict)
+    label: float | int | None = None
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return self.values.shape[0]
+
+    def validate(self, spec: TokenSpec, where: str = "tokens") -> None:
+        """Check shapes against ``spec``; raise ValueError naming the field that is wrong."""
+        n = self.values.shape[0]
+        checks = [
+            (self.values.ndim == 2 and self.values.shape[1] == spec.value_dim,
+             f"values must be (num_tokens, {spec.value_dim}), got {tuple(self.values.shape)}"),
+            (self.coords.shape == (n, spec.coord_dim),
+             f"coords must be ({n}, {spec.coord_dim}), got {tuple(self.coords.shape)}"),
+        ]
+        if spec.kind_vocab:
+            ok = self.kinds is not None and self.kinds.shape == (n, len(spec.kind_vocab))
+            checks.append((ok, f"kinds must be ({n}, {len(spec.kind_vocab)}), got "
+                               f"{None if self.kinds is None else tuple(self.kinds.shape)}"))
+        if spec.bias_channels:
+            want = (n, n) if spec.bias_channels == 1 else (n, n, spec.bias_channels)
+            ok = self.attn_bias is not None and tuple(self.attn_bias.shape) == want
+            checks.append((ok, f"attn_bias must be {want}, got "
+                               f"{None if self.attn_bias is None else tuple(self.attn_bias.shape)}"))
+        for name, target in self.targets.items():
+            checks.append((target.shape[0] == n, f"targets[{name!r}] has {target.shape[0]} rows for {n} tokens"))
+        for ok, message in checks:
+            if not ok:
+                raise ValueError(f"{where}: {message}")
+
+
+@dataclass
+class TokenBatch:
+    """A padded batch of :class:`Tokens`; ``pad`` is True where a token is padding.
+
+    Shapes use B = batch size and N = the longest sample's token count.
+    ``values`` (B, N, D), ``coords`` (B, N, C), ``kinds`` (B, N, G) or None,
+    ``attn_bias`` (B, N, N[, R]) or None, ``pad`` (B, N) bool, ``targets`` each
+    (B, N, T), ``labels`` (B,) float tensor (NaN where a sample has no label),
+    ``meta`` one dict per sample.
+    """
+
+    values: Tensor
+    coords: Tensor
+    pad: Tensor
+    kinds: Tensor | None = None
+    attn_bias: Tensor | None = None
+    targets: dict[str, Tensor] = field(default_factory=dict)
+    labels: Tensor | None = None
+    meta: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def batch_size(self) -> int:
+        return self.values.shape[0]
+
+    @property
+    def num_tokens(self) -> int:
+        return self.values.shape[1]
+
+    def target(self, name: str) -> Tensor:
+        """The target stream ``name``; ``"values"`` is the token values themselves."""
+        return self.values if name == "values" else self.targets[name]
+
+    def to(self, device: torch.device | str, non_blocking: bool = False) -> "TokenBatch":
+        def move(t: Tensor | None) -> Tensor | None:
+            return None if t is None else t.to(device, non_blocking=non_blocking)
+
+        return replace(
+            self,
+            values=move(self.values),
+            coords=move(self.coords),
+            pad=move(self.pad),
+            kinds=move(self.kinds),
+            attn_bias=move(self.attn_bias),
+            targets={k: move(v) for k, v in self.targets.items()},
+            labels=move(self.labels),
+        )
+
+    def pin_memory(self) -> "TokenBatch":
+        """Called by DataLoader(pin_memory=True)."""
+        def pin(t: Tensor | None) -> Tensor | None:
+            return None if t is None else t.pin_memory()
+
+        return replace(self, values=pin(self.values), coords=pin(self.coords), pad=pin(self.pad),
+                       kinds=pin(self.kinds), attn_bias=pin(self.attn_bias),
+                       targets={k: pin(v) for k, v in self.targets.items()})
+
+
+def _pad_stack(tensors: Sequence[Tensor], length: int, fill: float = 0.0) -> Tensor:
+    """Stack (n_i, ...) tensors into (B, length, ...) with ``fill`` after each n_i."""
+    first = tensors[0]
+    out = first.new_full((len(tensors), length, *first.shape[1:]), fill)
+    for i, t in enumerate(tensors):
+        out[i, : t.shape[0]] = t
+    return out
+
+
+def _pad_square(tensors: Sequence[Tensor], length: int) -> Tensor:
+    """Stack (n_i, n_i[, R]) pairwise tensors into (B, length, length[, R]) with zeros."""
+    first = tensors[0]
+    out = first.new_zeros((len(tensors), length, length, *first.shape[2:]))
+    for i, t in enumerate(tensors):
+        n = t.shape[0]
+        out[i, :n, :n] = t
+    return out
+
+
+def collate_tokens(samples: Sequence[Tokens]) -> TokenBatch:
+    """Pad variable-length samples into one :class:`TokenBatch`.
+
+    Padding rows are zeros and are marked in ``pad``; maskers never make them
+    visible and objectives never score them.
+    """
+    if not samples:
+        raise ValueError("collate_tokens got an empty list of samples")
+    lengths = [len(s) for s in samples]
+    n = max(lengths)
+    pad = torch.arange(n)[None, :] >= torch.tensor(lengths)[:, None]  # [B, N]
+    has_kinds = [s.kinds is not None for s in samples]
+    has_bias = [s.attn_bias is not None for s in samples]
+    if len(set(has_kinds)) > 1 or len(set(has_bias)) > 1:
+        raise ValueError("samples in one batch disagree on whether they carry kinds / attn_bias")
+    names = set(samples[0].targets)
+    if any(set(s.targets) != names for s in samples):
+        raise ValueError("samples in one batch carry different target streams")
+    labels = torch.tensor(
+        [float("nan") if s.label is None else float(s.label) for s in samples], dtype=torch.float64
+    )
+    return TokenBatch(
+        values=_pad_stack([s.values for s in samples], n),
+        coords=_pad_stack([s.coords for s in samples], n),
+        pad=pad,
+        kinds=_pad_stack([s.kinds for s in samples], n) if has_kinds[0] else None,
+        attn_bias=_pad_square([s.attn_bias for s in samples], n) if has_bias[0] else None,
+        targets={k: _pad_stack([s.targets[k] for s in samples], n) for k in sorted(names)},
+        labels=labels,
+        meta=[s.meta for s in samples],
+    )
+
+
+def gather_rows(t: Tensor, idx: Tensor) -> Tensor:
+    """(B, N, ...) gathered at (B, K) positions -> (B, K, ...)."""
+    return torch.gather(t, 1, idx.view(*idx.shape, *([1] * (t.ndim - 2))).expand(-1, -1, *t.shape[2:]))

@@ -1,0 +1,117 @@
+"""Seeded, resumable data loading: the batch at step s is a pure function of (seed, s).
+
+Every random choice a worker makes for a sample (augmentation) comes from a
+generator seeded by (seed, epoch, index), and the order of samples in each
+epoch from one seeded by (seed, epoch); so a resumed run starts at the right
+batch without replaying the ones before it, and ``num_workers`` does not change
+the data.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Iterator, Sequence
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from omnissl.errors import DataError
+from omnissl.modality import Modality
+from omnissl.tokens import Tokens, collate_tokens
+
+
+def split_indices(n: int, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """A fixed (train, held-out) split of ``range(n)``."""
+    order = np.random.default_rng(seed).permutation(n)
+    n_val = int(round(n * val_fraction))
+    if val_fraction > 0 and n_val == 0 and n > 1:
+        n_val = 1
+    return np.sort(order[n_val:]), np.sort(order[:n_val])
+
+
+def labels_of(dataset: Any) -> np.ndarray | None:
+    labels = getattr(dataset, "labels", None)
+    return None if labels is None else np.asarray(labels)
+
+
+class TokenDataset(Dataset):
+    """Turns a data set's samples into :class:`Tokens` in DataLoader workers.
+
+    Indexed by ``(index, item_seed)``; ``item_seed`` None means no augmentation.
+    """
+
+    def __init__(self, dataset: Any, modality: Modality):
+        self.dataset = dataset
+        self.modality = modality
+        self.spec = modality.spec()
+        self.labels = labels_of(dataset)
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, key: tuple[int, int | None]) -> Tokens:
+        index, item_seed = key
+        sample = self.dataset[index]
+        rng = None if item_seed is None else np.random.default_rng(item_seed)
+        tokens = self.modality.tokenize(sample, rng)
+        try:
+            tokens.validate(self.spec, where=f"{self.modality.name} sample {index}")
+        except ValueError as exc:
+            raise DataError(f"{exc} (the modality's tokenize() does not match its spec())") from exc
+        if self.labels is not None:
+            tokens.label = self.labels[index].item()
+        return tokens
+
+
+class SeededBatchSampler(Sampler):
+    """Infinite stream of micro-batches of ``(index, item_seed)``, starting at batch ``start``.
+
+    Epoch e visits ``indices`` in an order drawn from (seed, e); the last incomplete
+    batch of an epoch is dropped, so every batch has ``batch_size`` samples.
+    """
+
+    def __init__(self, indices: Sequence[int], batch_size: int, seed: int, start: int = 0,
+                 augment: bool = True):
+        self.indices = np.asarray(indices)
+        self.batch_size = batch_size
+        self.seed = seed
+        self.start = start
+        self.augment = augment
+        self.per_epoch = len(self.indices) // batch_size
+        if self.per_epoch == 0:
+            raise DataError(f"the training split has {len(self.indices)} samples, fewer than one batch of "
+                            f"{batch_size}; lower train.batch_size / train.micro_batch_size or add data")
+
+    def __iter__(self) -> Iterator[list[tuple[int, int | None]]]:
+        batch = self.start
+        while True:
+            epoch, offset = divmod(batch, self.per_epoch)
+            order = np.random.default_rng([self.seed, epoch]).permutation(len(self.indices))
+            for b in range(offset, self.per_epoch):
+                chosen = order[b * self.batch_size:(b + 1) * self.batch_size]
+                yield [(int(self.indices[i]),
+                        int(np.random.SeedSequence([self.seed, epoch, int(self.indices[i])]).generate_state(1)[0])
+                        if self.augment else None) for i in chosen]
+            batch = (epoch + 1) * self.per_epoch
+
+
+def fixed_batches(indices: Sequence[int], batch_size: int) -> list[list[tuple[int, None]]]:
+    """Deterministic un-augmented batches covering ``indices`` once (validation, probes)."""
+    idx = [int(i) for i in indices]
+    return [[(i, None) for i in idx[s:s + batch_size]] for s in range(0, len(idx), batch_size)]
+
+
+def make_loader(token_dataset: TokenDataset, batch_sampler: Any, num_workers: int,
+                pin_memory: bool = False) -> DataLoader:
+    return DataLoader(token_dataset, batch_sampler=batch_sampler, collate_fn=collate_tokens,
+                      num_workers=num_workers, pin_memory=pin_memory,
+                      persistent_workers=False, prefetch_factor=4 if num_workers else None)
+
+
+def step_generator(seed: int, *stream: int, device: torch.device | str = "cpu") -> torch.Generator:
+    """A generator seeded by (seed, *stream): (0, step, micro) for training masks, (1, batch) for
+    validation, (2,) for plots; all stream ids are non-negative."""
+    state = int(np.random.SeedSequence([seed, *stream]).generate_state(1, dtype=np.uint64)[0] >> 1)
+    generator = torch.Generator(device=device)
+    generator.manual_seed(state)
+    return generator

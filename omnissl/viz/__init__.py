@@ -1,0 +1,65 @@
+"""Plots every run writes: the loss curve and the modality's reconstructions."""
+
+from __future__ import annotations
+
+import json
+import warnings
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from omnissl.tokens import collate_tokens
+from omnissl.train.data import step_generator
+
+
+def _pyplot() -> Any:
+    try:
+        import matplotlib
+    except ImportError:
+        warnings.warn("matplotlib is not installed, so no PNGs are written; pip install 'omnissl[eval]'")
+        return None
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_loss_curve(metrics_path: Path, png: Path) -> Path | None:
+    """Training loss and validation loss against step, from ``metrics.jsonl``."""
+    plt = _pyplot()
+    if plt is None or not metrics_path.exists():
+        return None
+    records = [json.loads(line) for line in metrics_path.read_text().splitlines() if line.strip()]
+    fig, ax = plt.subplots(figsize=(6, 4), dpi=120)
+    train = [(r["step"], r["loss"]) for r in records if "loss" in r]
+    val = [(r["step"], r["val_loss"]) for r in records if "val_loss" in r]
+    if train:
+        ax.plot(*zip(*train), label="train loss")
+    if val:
+        ax.plot(*zip(*val), "o-", label="validation loss")
+    ax.set_xlabel("step")
+    ax.set_ylabel("loss")
+    ax.set_yscale("log")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(png)
+    plt.close(fig)
+    return png
+
+
+@torch.no_grad()
+def plot_reconstructions(objective: Any, modality: Any, masker: Any, tokens: Any, indices: Any, recipe: Any,
+                         device: torch.device, png: Path) -> Path | None:
+    """Ask the modality to draw a few held-out samples with their reconstructions."""
+    if _pyplot() is None:
+        return None
+    chosen = [int(i) for i in indices[: recipe.viz.num_samples]]
+    batch = collate_tokens([tokens[(i, None)] for i in chosen])
+    batch = modality.on_device(batch.to(device))
+    mask = masker(batch, step_generator(recipe.train.seed, 2, device=device))
+    objective.eval()
+    predictions = objective.reconstruct(batch, mask)
+    objective.train()
+    return modality.visualize(batch.to("cpu"), mask.hidden.cpu(), {k: v.cpu() for k, v in predictions.items()}, png)
