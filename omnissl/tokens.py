@@ -43,12 +43,16 @@ class TokenSpec:
         bias_channels: 0 when tokens carry no ``attn_bias``, 1 for an [N, N]
             bias added to every head, R > 1 for an [N, N, R] relation tensor that
             the encoder projects to one bias per head.
+        content_kinds: ``kinds`` columns that describe what a token *is* (an atom's
+            element) rather than where or which it is (a sensor's type). They are
+            part of what is hidden: objectives never show them for hidden tokens.
     """
 
     value_dim: int
     coords: tuple[CoordGroup, ...]
     kind_vocab: tuple[int, ...] = ()
     bias_channels: int = 0
+    content_kinds: tuple[int, ...] = ()
 
     @property
     def coord_dim(self) -> int:

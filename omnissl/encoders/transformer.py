@@ -50,7 +50,7 @@ class TokenEncoder(nn.Module):
         custom = modality.value_embedding(self.dim) if modality is not None else None
         self.value_embed = custom if custom is not None else nn.Linear(spec.value_dim, self.dim)
         self.pos_embed = PositionEncoding(spec.coords, self.dim)
-        self.kind_embed = KindEmbedding(spec.kind_vocab, self.dim) if spec.kind_vocab else None
+        self.kind_embed = KindEmbedding(spec.kind_vocab, self.dim, spec.content_kinds) if spec.kind_vocab else None
         self.bias_proj = nn.Linear(spec.bias_channels, self.heads) if spec.bias_channels > 1 else None
         self.mask_token = nn.Parameter(torch.zeros(1, 1, self.dim))
         self.blocks = TransformerStack(self.dim, self.depth, self.heads, mlp_ratio, drop_path)
@@ -63,15 +63,15 @@ class TokenEncoder(nn.Module):
     def embed(self, values: Tensor, coords: Tensor, kinds: Tensor | None, hidden: Tensor | None = None) -> Tensor:
         """(B, N, D) values, (B, N, C) coords, (B, N, G) kinds -> (B, N, dim).
 
-        Where ``hidden`` (B, N) is True, the value embedding is replaced by the mask token;
-        positions and kinds are still added (SimMIM's dense mode).
+        Where ``hidden`` (B, N) is True, the value embedding is replaced by the mask token and
+        content kinds are left out; positions and identity kinds are still added (SimMIM's dense mode).
         """
         x = self.value_embed(values)
         if hidden is not None:
             x = torch.where(hidden[..., None], self.mask_token.to(x.dtype), x)
         x = x + self.pos_embed(coords)
         if self.kind_embed is not None and kinds is not None:
-            x = x + self.kind_embed(kinds)
+            x = x + self.kind_embed(kinds, hidden)
         return x
 
     def bias_heads(self, attn_bias: Tensor | None) -> Tensor | None:

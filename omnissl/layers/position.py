@@ -99,17 +99,27 @@ class PositionEncoding(nn.Module):
 
 
 class KindEmbedding(nn.Module):
-    """Sum of one learned embedding per ``kinds`` column."""
+    """Sum of one learned embedding per ``kinds`` column.
 
-    def __init__(self, vocab: Sequence[int], dim: int):
+    Args:
+        vocab: vocabulary size of each column.
+        dim: output size.
+        content: columns that are token content; :meth:`forward` leaves them out where ``hidden``.
+    """
+
+    def __init__(self, vocab: Sequence[int], dim: int, content: Sequence[int] = ()):
         super().__init__()
         self.tables = nn.ModuleList(nn.Embedding(v, dim) for v in vocab)
+        self.content = set(content)
         for t in self.tables:
             nn.init.normal_(t.weight, std=0.02)
 
-    def forward(self, kinds: Tensor) -> Tensor:
-        """(B, N, G) long -> (B, N, dim)."""
-        out = self.tables[0](kinds[..., 0])
-        for g in range(1, len(self.tables)):
-            out = out + self.tables[g](kinds[..., g])
+    def forward(self, kinds: Tensor, hidden: Tensor | None = None) -> Tensor:
+        """(B, N, G) long, optional (B, N) bool hidden -> (B, N, dim)."""
+        out = None
+        for g, table in enumerate(self.tables):
+            e = table(kinds[..., g])
+            if hidden is not None and g in self.content:
+                e = e.masked_fill(hidden[..., None], 0.0)
+            out = e if out is None else out + e
         return out

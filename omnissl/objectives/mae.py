@@ -37,7 +37,8 @@ class MAE(Objective):
         self.decoder_embed = nn.Linear(encoder.dim, decoder_dim)
         self.mask_token = nn.Parameter(torch.zeros(1, 1, decoder_dim))
         self.decoder_pos = PositionEncoding(spec.coords, decoder_dim)
-        self.decoder_kinds = KindEmbedding(spec.kind_vocab, decoder_dim) if spec.kind_vocab else None
+        self.decoder_kinds = (KindEmbedding(spec.kind_vocab, decoder_dim, spec.content_kinds)
+                              if spec.kind_vocab else None)
         self.decoder_bias = nn.Linear(spec.bias_channels, decoder_heads) if spec.bias_channels > 1 else None
         self.decoder = TransformerStack(decoder_dim, decoder_depth, decoder_heads, mlp_ratio)
         self.heads = self.make_heads(decoder_dim)
@@ -64,7 +65,7 @@ class MAE(Objective):
         full.scatter_(1, idx[..., None].expand(-1, -1, x.shape[-1]), x)
         x = full[:, :n] + self.decoder_pos(batch.coords).to(x.dtype)  # [B, N, Dd]
         if self.decoder_kinds is not None:
-            x = x + self.decoder_kinds(batch.kinds)
+            x = x + self.decoder_kinds(batch.kinds, mask.hidden)  # content kinds stay hidden
         bias = None
         if batch.attn_bias is not None:
             if self.decoder_bias is not None:
