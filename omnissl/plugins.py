@@ -142,7 +142,7 @@ def _collect(manager: pluggy.PluginManager, sources: dict[str, tuple[str, str]])
     components: dict[str, dict[str, tuple[Callable[..., Any], str]]] = {k: {} for k in KINDS}
     for kind in KINDS:
         caller = getattr(manager.hook, f"omnissl_{kind}")
-        for impl in reversed(caller.get_hookimpls()):  # registration order
+        for impl in caller.get_hookimpls():  # registration order
             owner = manager.get_name(impl.plugin)
             table = impl.function() or {}
             if not isinstance(table, dict):
@@ -156,7 +156,7 @@ def _collect(manager: pluggy.PluginManager, sources: dict[str, tuple[str, str]])
                                       f"or rename the component.")
                 components[kind][name] = (factory, owner)
                 infos[owner].registers.setdefault(kind, []).append(name)
-    for impl in reversed(manager.hook.omnissl_recipe_dirs.get_hookimpls()):
+    for impl in manager.hook.omnissl_recipe_dirs.get_hookimpls():
         owner = manager.get_name(impl.plugin)
         infos[owner].recipe_dirs.extend(Path(p) for p in (impl.function() or []))
     return Registry(plugins=list(infos.values()), components=components, manager=manager)

@@ -11,9 +11,12 @@ before validation; values are parsed as YAML (``train.steps=100``,
 
 from __future__ import annotations
 
+import collections.abc
 import copy
 import difflib
 import inspect
+import types
+import typing
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -174,27 +177,50 @@ def load_yaml(path: Path) -> tuple[dict[str, Any], str]:
 
 
 def _check_type(value: Any, annotation: Any) -> bool:
-    text = str(annotation)
-    if "Any" in text:
+    """Whether a YAML value fits a (resolved) type annotation; YAML lists stand for any sequence."""
+    if annotation is Any or annotation is inspect.Parameter.empty:
         return True
-    allowed: list[type] = []
-    for name, typ in (("bool", bool), ("int", int), ("float", float), ("str", str), ("Literal", str),
-                      ("list", list), ("Sequence", list), ("tuple", list), ("dict", dict)):
-        if name in text:
-            allowed.append(typ)
-    if value is None:
-        return "None" in text
-    if isinstance(value, bool):
-        return bool in allowed
-    if float in allowed and isinstance(value, int):
-        return True
-    return isinstance(value, tuple(allowed))
+    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    if origin is typing.Literal:
+        return value in args
+    if origin in (typing.Union, types.UnionType):
+        return any(_check_type(value, a) for a in args)
+    if annotation is type(None):
+        return value is None
+    if origin in (list, tuple, collections.abc.Sequence) or annotation in (list, tuple):
+        if not isinstance(value, list):
+            return False
+        return all(_check_type(v, args[0]) for v in value) if args else True  # tuple[X, ...] too
+    if origin is dict or annotation is dict:
+        return isinstance(value, dict)
+    if annotation is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if annotation is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if isinstance(annotation, type):
+        return isinstance(value, annotation)
+    return True  # an annotation we cannot check (a protocol, a forward reference)
+
+
+def _type_name(annotation: Any) -> str:
+    if typing.get_origin(annotation) is typing.Literal:
+        return "one of " + ", ".join(repr(a) for a in typing.get_args(annotation))
+    return getattr(annotation, "__name__", None) or str(annotation).replace("typing.", "")
+
+
+def _hints(target: Callable[..., Any]) -> dict[str, Any]:
+    try:
+        return typing.get_type_hints(target)
+    except Exception:  # unresolvable forward references: fall back to no checking
+        return {}
 
 
 def factory_parameters(factory: Callable[..., Any], kind: str) -> dict[str, inspect.Parameter]:
     """Keyword arguments a recipe may set for ``factory`` (None when it takes **kwargs)."""
     target = factory.__init__ if inspect.isclass(factory) else factory
-    params = dict(inspect.signature(target).parameters)
+    hints = _hints(target)
+    params = {name: p.replace(annotation=hints.get(name, inspect.Parameter.empty))
+              for name, p in inspect.signature(target).parameters.items()}
     params.pop("self", None)
     for name in INJECTED.get(kind, ()):
         params.pop(name, None)
@@ -231,19 +257,21 @@ def validate(raw: dict[str, Any], registry: Registry, source: str = "<recipe>", 
             param = params.get(key)
             if param is not None and param.annotation is not inspect.Parameter.empty:
                 if not _check_type(value, param.annotation):
-                    raise RecipeError(f"{where}: {section}.{key} must be {param.annotation}, got {value!r}")
+                    raise RecipeError(f"{where}: {section}.{key} must be {_type_name(param.annotation)}, "
+                                      f"got {value!r}")
     built: dict[str, Any] = {}
     for section, cls in SECTIONS.items():
         options = raw.get(section) or {}
         if not isinstance(options, dict):
             raise RecipeError(f"{lines.where(source, section)}: section {section!r} must be a mapping")
         known = {f.name: f for f in fields(cls)}
+        hints = typing.get_type_hints(cls)
         for key, value in options.items():
             where = lines.where(source, f"{section}.{key}")
             if key not in known:
                 raise RecipeError(f"{where}: unknown key {section}.{key}.{_closest(key, list(known))}")
-            if not _check_type(value, known[key].type):
-                raise RecipeError(f"{where}: {section}.{key} must be {known[key].type}, got {value!r}")
+            if not _check_type(value, hints[key]):
+                raise RecipeError(f"{where}: {section}.{key} must be {_type_name(hints[key])}, got {value!r}")
         built[section] = cls(**options)
     recipe = Recipe(source=source, raw=raw, **built)
     _check_values(recipe, lines)

@@ -20,15 +20,6 @@ from torch import Tensor, nn
 from omnissl.tokens import CoordGroup
 
 
-def sincos_1d(position: Tensor, dim: int, temperature: float = 10000.0) -> Tensor:
-    """(...,) positions -> (..., dim) sin-cos features; ``dim`` must be even."""
-    half = dim // 2
-    omega = torch.arange(half, device=position.device, dtype=torch.float32) / max(half, 1)
-    omega = 1.0 / temperature ** omega  # [dim/2]
-    angle = position.float()[..., None] * omega  # [..., dim/2]
-    return torch.cat([angle.sin(), angle.cos()], dim=-1)
-
-
 class GridSinCos(nn.Module):
     """Fixed N-d sin-cos encoding: the embedding is split evenly across the axes."""
 
@@ -40,8 +31,12 @@ class GridSinCos(nn.Module):
 
     def forward(self, coords: Tensor) -> Tensor:
         """(B, N, num_axes) -> (B, N, dim)."""
-        parts = [sincos_1d(coords[..., a], self.per_axis) for a in range(self.num_axes)]
-        out = torch.cat(parts, dim=-1)
+        half = self.per_axis // 2
+        omega = torch.arange(half, device=coords.device, dtype=torch.float32) / max(half, 1)
+        omega = 1.0 / 10000.0 ** omega  # [per_axis / 2]
+        angle = coords.float()[..., None] * omega  # [B, N, A, per_axis / 2]
+        # Per axis [sin | cos], axes side by side: one concatenation for all axes.
+        out = torch.cat([angle.sin(), angle.cos()], dim=-1).flatten(-2)  # [B, N, A * per_axis]
         if out.shape[-1] < self.dim:
             out = nn.functional.pad(out, (0, self.dim - out.shape[-1]))
         return out

@@ -15,8 +15,9 @@ from omnissl.tokens import TokenBatch
 class BlockMasker(Masker):
     """Hide axis-aligned boxes of tokens until at least ``ratio`` of each sample is hidden.
 
-    Boxes are placed at random real tokens and extend ``size`` coordinate units
-    along each axis (a size drawn from ``[min_size, max_size]`` per box and axis).
+    Boxes are centred at random real tokens, shifted to lie inside the sample's extent,
+    and span ``size`` coordinate units along each axis (drawn from ``[min_size, max_size]``
+    per box and axis).
     Whole boxes are hidden, so the hidden fraction may exceed ``ratio`` slightly.
 
     Args:
@@ -46,6 +47,7 @@ class BlockMasker(Masker):
             if real.numel() < 2:
                 continue
             pts = coords[b, real]  # [n, A]
+            low, high = pts.min(dim=0, keepdim=True).values, pts.max(dim=0, keepdim=True).values
             got = torch.zeros(real.numel(), dtype=torch.bool, device=device)
             for _ in range(64 * real.numel()):  # bounded: each box hides >= its anchor
                 if int(got.sum()) >= int(targets[b]):
@@ -53,8 +55,10 @@ class BlockMasker(Masker):
                 anchor = pts[torch.randint(real.numel(), (1,), generator=generator, device=device)]  # [1, A]
                 size = self.min_size + (self.max_size - self.min_size) * torch.rand(
                     (1, pts.shape[1]), generator=generator, device=device)
-                # Centre the box on the anchor; integer sizes give exactly `size` grid cells.
-                lo = anchor - torch.floor(size / 2)
+                # Centre the box on the anchor, then shift it inside the sample's extent so no
+                # box is clipped at a border; integer sizes cover exactly `size` grid cells.
+                lo = torch.minimum(torch.maximum(anchor - torch.floor(size / 2), low), high - size + 1)
+                lo = torch.maximum(lo, low)
                 got |= ((pts >= lo) & (pts < lo + size)).all(dim=1)
             hidden[b, real] = got
         return ensure_one_visible(hidden, pad, generator)

@@ -69,6 +69,7 @@ class Objective(nn.Module):
             features: (B, M, width) decoder/encoder features at ``mask.hidden_idx``.
         """
         real = ~mask.hidden_pad  # [B, M]
+        filler = bool(mask.hidden_pad.any())
         total = features.new_zeros((), dtype=torch.float32)
         metrics: dict[str, Tensor] = {}
         predictions: dict[str, Tensor] = {}
@@ -78,7 +79,10 @@ class Objective(nn.Module):
             target = gather_rows(batch.target(stream.name), mask.hidden_idx)  # [B, M, T]
             if self.norm_target and stream.normalize:
                 target = normalize_per_token(target.float())[0]
-            per_token = stream.loss(pred[real], target[real])  # [M_real]
+            if filler:
+                per_token = stream.loss(pred[real], target[real])  # [M_real]
+            else:  # every row is a real hidden token: no boolean-index copies
+                per_token = stream.loss(pred.flatten(0, 1), target.flatten(0, 1))
             value = per_token.float().mean() if per_token.numel() else pred.sum() * 0.0
             total = total + stream.weight * value
             if len(self.streams) > 1:

@@ -1,0 +1,43 @@
+import subprocess
+import sys
+
+from omnissl.cli import main
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "omnissl", *args], capture_output=True, text=True, timeout=600)
+
+
+def test_plugins_lists_versions_and_components(capsys):
+    assert main(["plugins"]) == 0
+    out = capsys.readouterr().out
+    assert "omnissl 0.1.0  (builtin)" in out and "image 0.1.0" in out
+    assert "maskers" in out and "digits" in out
+
+
+def test_recipes_ls_show_cp(capsys, tmp_path):
+    assert main(["recipes"]) == 0
+    assert "image/mae-digits" in capsys.readouterr().out
+    assert main(["recipes", "show", "image/mae-digits"]) == 0
+    assert capsys.readouterr().out.startswith("# omnissl train image/mae-digits")
+    assert main(["recipes", "cp", "image/mae-digits", str(tmp_path / "mine.yaml")]) == 0
+    assert (tmp_path / "mine.yaml").read_text().startswith("# omnissl train image/mae-digits")
+    assert main(["recipes", "cp", "image/mae-digits", str(tmp_path / "mine.yaml")]) == 2  # no overwrite
+
+
+def test_user_mistakes_exit_non_zero_without_traceback(tmp_path):
+    result = run_cli("train", "image/mae-digits", "train.stpes=1", "--out", str(tmp_path / "run"))
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    assert "unknown key train.stpes. Did you mean 'steps'?" in result.stderr
+    result = run_cli("train", "no/such-recipe")
+    assert result.returncode == 2 and "no recipe named 'no/such-recipe'" in result.stderr
+    result = run_cli("probe", str(tmp_path))
+    assert result.returncode == 2 and "not a run folder" in result.stderr
+
+
+def test_help_ends_with_examples():
+    result = run_cli("--help")
+    assert result.returncode == 0
+    assert result.stdout.rstrip().splitlines()[-1].strip().startswith("omnissl probe")
+    assert "omnissl train my.yaml --out runs/in1k --resume" in result.stdout

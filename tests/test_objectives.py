@@ -1,0 +1,87 @@
+import pytest
+import torch
+
+from omnissl import CoordGroup, Modality, TargetStream, Tokens, TokenSpec, collate_tokens
+from omnissl.maskers import RandomMasker
+from omnissl.plugins import get_registry
+
+# Plugins test their own components (omnissl.testing); these are the core's.
+BUILTIN = sorted(n for n, (_, owner) in get_registry().components["objectives"].items() if owner == "omnissl")
+SPEC = TokenSpec(value_dim=8, coords=(CoordGroup("grid", 2),))
+
+
+class Toy(Modality):
+    def spec(self) -> TokenSpec:
+        return SPEC
+
+
+def grid_sample(side: int, seed: int) -> Tokens:
+    g = torch.Generator().manual_seed(seed)
+    coords = torch.stack(torch.meshgrid(torch.arange(side), torch.arange(side), indexing="ij"), -1).reshape(-1, 2)
+    # Smooth in space, so hidden tokens are predictable from visible ones.
+    phase, freq = torch.rand(8, generator=g) * 6.28, torch.rand(2, 8, generator=g)
+    return Tokens(values=torch.sin(coords.float() @ freq + phase), coords=coords.float())
+
+
+def build(name: str, modality: Modality = Toy()):
+    torch.manual_seed(0)
+    encoder = get_registry().get("encoders", "transformer")(modality.spec(), modality, dim=32, depth=2, heads=4)
+    options = {"decoder_dim": 32, "decoder_depth": 1, "decoder_heads": 4} if name == "mae" else {}
+    return get_registry().get("objectives", name)(encoder, modality, **options)
+
+
+@pytest.mark.parametrize("name", BUILTIN)
+def test_loss_ignores_padding_and_visible_tokens(name):
+    objective = build(name).eval()
+    batch = collate_tokens([grid_sample(4, 0), grid_sample(6, 1)])
+    mask = RandomMasker(0.5)(batch, torch.Generator().manual_seed(0))
+    loss = objective(batch, mask).loss
+    assert torch.isfinite(loss)
+    poisoned = collate_tokens([grid_sample(4, 0), grid_sample(6, 1)])
+    poisoned.values[batch.pad] = 1e4  # padding
+    assert torch.allclose(objective(poisoned, mask).loss, loss)
+    changed = collate_tokens([grid_sample(4, 0), grid_sample(6, 1)])
+    changed.values[mask.hidden] = torch.randn_like(changed.values[mask.hidden])  # new targets: the loss must move
+    assert not torch.allclose(objective(changed, mask).loss, loss)
+
+
+@pytest.mark.parametrize("name", BUILTIN)
+def test_loss_goes_down(name):
+    objective = build(name)
+    batch = collate_tokens([grid_sample(4, s) for s in range(8)])
+    optimizer = torch.optim.AdamW(objective.parameters(), lr=3e-3)
+    losses = []
+    for step in range(30):
+        mask = RandomMasker(0.5)(batch, torch.Generator().manual_seed(step % 3))
+        loss = objective(batch, mask).loss
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+        losses.append(float(loss))
+    assert sum(losses[-5:]) / 5 < 0.7 * sum(losses[:5]) / 5
+
+
+def test_target_streams_and_weights():
+    class TwoStreams(Toy):
+        def target_streams(self):
+            ce = lambda pred, target: torch.nn.functional.cross_entropy(pred, target[:, 0].long(), reduction="none")
+            return [TargetStream("values", weight=0.5), TargetStream("cls", dim=3, loss=ce, normalize=False)]
+
+    objective = build("mae", TwoStreams())
+    samples = [grid_sample(4, s) for s in range(2)]
+    for s in samples:
+        s.targets["cls"] = (s.values[:, :1] > 0).float()
+    batch = collate_tokens(samples)
+    out = objective(batch, RandomMasker(0.5)(batch, torch.Generator().manual_seed(0)))
+    assert set(out.metrics) == {"loss", "loss_values", "loss_cls"}
+    expected = 0.5 * out.metrics["loss_values"] + out.metrics["loss_cls"]
+    assert torch.allclose(out.loss.detach(), expected)
+
+
+def test_reconstruct_undoes_target_normalisation():
+    objective = build("mae").eval()
+    batch = collate_tokens([grid_sample(4, 0)])
+    mask = RandomMasker(0.5)(batch, torch.Generator().manual_seed(0))
+    full = objective.reconstruct(batch, mask)["values"]
+    assert full.shape == batch.values.shape
+    assert (full[~mask.hidden] == 0).all()

@@ -1,0 +1,130 @@
+"""End-to-end training through the CLI on the real digits: layout, loss, resume, failures."""
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import torch
+
+TINY = ["encoder.dim=32", "encoder.depth=2", "encoder.heads=2", "objective.decoder_dim=32",
+        "objective.decoder_depth=1", "objective.decoder_heads=2", "train.batch_size=32", "optim.warmup_steps=2",
+        "train.log_every=1", "viz.num_samples=4"]
+
+
+def train(out: Path, *overrides: str, plugins: str = "", plugin_dir: Path | None = None,
+          resume: bool = False) -> subprocess.CompletedProcess:
+    env = dict(os.environ, OMNISSL_PLUGINS=plugins)
+    if plugin_dir is not None:
+        env["PYTHONPATH"] = f"{plugin_dir}{os.pathsep}{env.get('PYTHONPATH', '')}"
+    command = [sys.executable, "-m", "omnissl", "train", "image/mae-digits", *TINY, *overrides, "--out", str(out)]
+    return subprocess.run(command + (["--resume"] if resume else []), capture_output=True, text=True, env=env,
+                          timeout=600)
+
+
+def records(out: Path) -> list[dict]:
+    return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_run_folder_layout_loss_falls_and_probes(tmp_path):
+    out = tmp_path / "run"
+    result = train(out, "train.steps=60", "train.val_every=30", "train.ckpt_every=30", "probe.max_samples=400")
+    assert result.returncode == 0, result.stderr
+    for name in ("recipe.yaml", "metrics.jsonl", "checkpoints/last.pt", "checkpoints/encoder.pt", "loss_curve.png",
+                 "reconstruction.png", "probe.json"):
+        assert (out / name).is_file(), name
+    rows = records(out)
+    assert [r["step"] for r in rows] == list(range(1, 61))
+    assert all("loss" in r for r in rows) and [r["step"] for r in rows if "val_loss" in r] == [30, 60]
+    first, last = sum(r["loss"] for r in rows[:5]) / 5, sum(r["loss"] for r in rows[-5:]) / 5
+    assert last < 0.8 * first, (first, last)
+    probe = json.loads((out / "probe.json").read_text())
+    assert probe["metric"] == "accuracy"
+    for column in ("pretrained", "random", "baseline"):
+        assert set(probe[column]) == {"linear", "knn"} and 0.0 <= probe[column]["linear"] <= 1.0
+    assert "pretrained" in result.stdout and "baseline" in result.stdout  # the table is printed
+    state = torch.load(out / "checkpoints" / "last.pt", weights_only=True)
+    assert state["step"] == 60
+
+
+KILLER = """
+    import os
+    import signal
+
+    from omnissl import hookimpl
+
+    @hookimpl
+    def omnissl_log(step):
+        if step == int(os.environ["KILL_AT_STEP"]):
+            os.kill(os.getpid(), signal.SIGKILL)  # no clean-up, as a pre-empted job
+"""
+
+
+def test_killed_run_resumes_exactly(tmp_path, monkeypatch):
+    args = ("train.steps=12", "train.ckpt_every=4", "train.val_every=6", "probe.enabled=false",
+            "viz.enabled=false", "modality.crop_scale=[0.5, 1.0]")
+    straight = tmp_path / "straight"
+    assert train(straight, *args).returncode == 0
+    (tmp_path / "plugins").mkdir()
+    (tmp_path / "plugins" / "killer.py").write_text(textwrap.dedent(KILLER))
+    monkeypatch.setenv("KILL_AT_STEP", "10")
+    killed = tmp_path / "killed"
+    result = train(killed, *args, plugins="killer", plugin_dir=tmp_path / "plugins")
+    assert result.returncode == -9, result.stderr
+    assert torch.load(killed / "checkpoints" / "last.pt", weights_only=True)["step"] == 8
+    assert train(killed, *args, resume=True).returncode == 0
+    assert records(killed) == [dict(r, samples_per_s=records(killed)[i]["samples_per_s"])
+                               for i, r in enumerate(records(straight))]
+
+
+NAN_OBJECTIVE = """
+    import torch
+
+    from omnissl import hookimpl
+    from omnissl.objectives import MAE
+
+
+    class NanAfterFive(MAE):
+        calls = 0
+
+        def forward(self, batch, mask):
+            out = super().forward(batch, mask)
+            NanAfterFive.calls += 1
+            if NanAfterFive.calls >= 5:
+                out.loss = out.loss * torch.tensor(float("nan"))
+            return out
+
+    @hookimpl
+    def omnissl_objectives():
+        return {"nan_after_five": NanAfterFive}
+"""
+
+
+def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
+    (tmp_path / "plugins").mkdir()
+    (tmp_path / "plugins" / "nan_objective.py").write_text(textwrap.dedent(NAN_OBJECTIVE))
+    out = tmp_path / "run"
+    result = train(out, "objective.name=nan_after_five", "train.steps=10", "train.ckpt_every=2",
+                   plugins="nan_objective", plugin_dir=tmp_path / "plugins")
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "loss became nan at step 5" in result.stderr
+    assert torch.load(out / "checkpoints" / "last.pt", weights_only=True)["step"] == 4
+
+
+def test_existing_run_needs_resume_flag(tmp_path):
+    out = tmp_path / "run"
+    assert train(out, "train.steps=2", "probe.enabled=false").returncode == 0
+    again = train(out, "train.steps=2")
+    assert again.returncode == 2 and "add --resume" in again.stderr
+
+
+def test_same_seed_same_curve_and_other_seed_differs(tmp_path):
+    args = ("train.steps=5", "probe.enabled=false", "viz.enabled=false")
+    runs = [train(tmp_path / name, *args, *extra) for name, extra in
+            (("a", ()), ("b", ()), ("c", ("train.seed=1",)))]
+    assert all(r.returncode == 0 for r in runs)
+    losses = [[r["loss"] for r in records(tmp_path / name)] for name in "abc"]
+    assert losses[0] == losses[1] and losses[0] != losses[2]
