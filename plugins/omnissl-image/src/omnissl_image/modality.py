@@ -129,7 +129,7 @@ class ImageModality(Modality):
         import matplotlib.pyplot as plt
 
         original = self.to_pixels(batch.values)
-        grey = torch.full_like(batch.values, 0.0)
+        grey = torch.full_like(batch.values, 0.5)  # hidden patches drawn mid-grey
         grey = (grey.view(*grey.shape[:2], self.channels, -1) - self.mean[:, None]) / self.std[:, None]
         masked = self.to_pixels(torch.where(hidden[..., None], grey.view_as(batch.values), batch.values))
         pasted = torch.where(hidden[..., None], predictions["values"].to(batch.values.dtype), batch.values)
