@@ -19,6 +19,7 @@ examples:
   omnissl train image/mae-digits --out runs/digits
   omnissl train my.yaml data.root=/data/imagenet/train train.steps=50000 --out runs/in1k
   omnissl train my.yaml --out runs/in1k --resume   continue after a crash or a pre-emption
+  omnissl export runs/ct --to monai-unetr --out unetr_vit.pt   encoder weights for MONAI's UNETR
   omnissl probe runs/digits                     linear + k-NN probes: pre-trained vs random vs baseline
 """
 
@@ -45,6 +46,11 @@ def _parser() -> argparse.ArgumentParser:
 
     probe = sub.add_parser("probe", help="probe the encoder of a run folder")
     probe.add_argument("run_dir", type=Path)
+
+    export = sub.add_parser("export", help="write a run's encoder in another library's layout")
+    export.add_argument("run_dir", type=Path)
+    export.add_argument("--to", required=True, help="exporter name (omnissl plugins lists them)")
+    export.add_argument("--out", type=Path, required=True, help="output file")
     return parser
 
 
@@ -133,6 +139,11 @@ def main(argv: list[str] | None = None) -> int:
             _cmd_plugins()
         elif args.command == "probe":
             _cmd_probe(args.run_dir)
+        elif args.command == "export":
+            from omnissl.eval.run import export_run
+            from omnissl.plugins import get_registry
+
+            print(f"wrote {export_run(args.run_dir, args.to, args.out, get_registry())}")
         else:
             parser.print_help()
             return 2

@@ -83,6 +83,17 @@ def omnissl_objectives() -> dict[str, Callable[..., Any]]:
 
 
 @hookspec
+def omnissl_exporters() -> dict[str, Callable[..., Any]]:
+    """Register exporters by name, for ``omnissl export RUN_DIR --to NAME --out FILE``.
+
+    An exporter is called as ``exporter(encoder, recipe, out)`` with the run's
+    pre-trained encoder (weights loaded), its resolved recipe dict and the output
+    path; it writes the weights in another library's layout (MONAI's UNETR, say)
+    and returns the path written.
+    """
+
+
+@hookspec
 def omnissl_recipe_dirs() -> list[Path]:
     """Return folders of recipe YAML files.
 

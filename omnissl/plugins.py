@@ -24,7 +24,7 @@ from omnissl.errors import PluginError
 
 ENTRY_POINT_GROUP = "omnissl"
 ENV_VAR = "OMNISSL_PLUGINS"
-KINDS = ("modalities", "datasets", "maskers", "encoders", "objectives")
+KINDS = ("modalities", "datasets", "maskers", "encoders", "objectives", "exporters")
 
 
 @dataclass

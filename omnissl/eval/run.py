@@ -1,4 +1,4 @@
-"""Probe a run folder: the pre-trained encoder of its last checkpoint against a random one."""
+"""Load a run folder's encoder; probe it against a random one; export it."""
 
 from __future__ import annotations
 
@@ -11,30 +11,43 @@ from omnissl.build import build_dataset, build_encoder, build_modality
 from omnissl.errors import OmnisslError
 from omnissl.eval.probe import run_probes
 from omnissl.plugins import Registry
-from omnissl.recipe import load_yaml, validate
+from omnissl.modality import Modality
+from omnissl.recipe import Recipe, load_yaml, validate
 from omnissl.train.checkpoint import LAST, load_checkpoint
 from omnissl.train.data import TokenDataset, split_indices
 from omnissl.train.loop import pick_device
 
 
-def probe_run(run_dir: Path, registry: Registry) -> dict[str, Any]:
-    """Run the probes of ``run_dir`` (written by ``omnissl train``) and write ``run_dir/probe.json``."""
+def load_run(run_dir: Path, registry: Registry) -> tuple[Recipe, Modality, torch.nn.Module]:
+    """The resolved recipe, the modality and the pre-trained encoder of a run folder."""
     recipe_path = run_dir / "recipe.yaml"
     if not recipe_path.is_file():
         raise OmnisslError(f"{run_dir} is not a run folder: it has no recipe.yaml (was it written by omnissl train?)")
     raw, text = load_yaml(recipe_path)
     recipe = validate(raw, registry, str(recipe_path), text)
-    device = pick_device(recipe.train.device)
     state = load_checkpoint(run_dir / "checkpoints" / LAST)
     modality = build_modality(recipe, registry)
-    dataset = build_dataset(recipe, registry)
     torch.manual_seed(recipe.train.seed)
-    pretrained = build_encoder(recipe, registry, modality)
+    encoder = build_encoder(recipe, registry, modality)
     weights = {k[len("encoder."):]: v for k, v in state["model"].items() if k.startswith("encoder.")}
-    pretrained.load_state_dict(weights)
+    encoder.load_state_dict(weights)
+    return recipe, modality, encoder
+
+
+def probe_run(run_dir: Path, registry: Registry) -> dict[str, Any]:
+    """Run the probes of ``run_dir`` (written by ``omnissl train``) and write ``run_dir/probe.json``."""
+    recipe, modality, pretrained = load_run(run_dir, registry)
+    device = pick_device(recipe.train.device)
+    dataset = build_dataset(recipe, registry)
     torch.manual_seed(recipe.probe.seed + 1)
     random_init = build_encoder(recipe, registry, modality)
     val_fraction = recipe.get("data", "val_fraction", 0.1) or 0.2
     train_idx, test_idx = split_indices(len(dataset), val_fraction, recipe.train.seed)
     return run_probes(pretrained.to(device), random_init.to(device), TokenDataset(dataset, modality), train_idx,
                       test_idx, recipe.probe, device, run_dir / "probe.json")
+
+
+def export_run(run_dir: Path, exporter: str, out: Path, registry: Registry) -> Path:
+    """Write the run's encoder with a registered exporter (``omnissl export``)."""
+    recipe, _, encoder = load_run(run_dir, registry)
+    return registry.get("exporters", exporter)(encoder.eval(), recipe.raw, out)
