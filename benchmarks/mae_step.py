@@ -5,9 +5,12 @@ batch 32, mask ratio 0.75, MSE on raw pixels of hidden patches, a 512-d decoder 
 ``--decoder-depth`` blocks and 16 heads, AdamW (lr 1.5e-4, betas 0.9/0.95, wd 0.05).
 lightly's side follows its MAE example (``MaskedVisionTransformerTIMM`` +
 ``MAEDecoderTIMM``, ``utils.random_token_mask``/``set_at_index``/``get_at_index``).
-Each side's step starts from the same image tensor (omnissl's includes patchifying)
-and covers forward, backward and the optimiser step. Sides alternate each round so
-drift in machine load hits both alike; the median of the timed rounds is reported.
+Each side's step starts from what its data loader delivers and covers forward, backward
+and the optimiser step: lightly's loader delivers images (its step patchifies the
+target), omnissl's delivers patch tokens (patchified in the loader's workers, as
+``omnissl train`` does). A third row times omnissl's step starting from the same images
+as lightly (patchifying inside the step) for a like-for-like view of the model alone.
+Sides alternate each round so drift in machine load hits all alike; medians are reported.
 
     python benchmarks/mae_step.py            # CPU, and CUDA when available
     python benchmarks/mae_step.py --steps 10 --device cpu
@@ -21,7 +24,6 @@ import argparse
 import gc
 import statistics
 import time
-import tracemalloc
 import warnings
 from typing import Callable
 
@@ -64,7 +66,8 @@ def lightly_step(device: torch.device, decoder_depth: int) -> tuple[nn.Module, C
     return model, step
 
 
-def omnissl_step(device: torch.device, decoder_depth: int) -> tuple[nn.Module, Callable[[torch.Tensor], float]]:
+def omnissl_step(device: torch.device, decoder_depth: int,
+                 from_images: bool = False) -> tuple[nn.Module, Callable[[torch.Tensor], float]]:
     from omnissl import CoordGroup, Modality, TokenBatch, TokenSpec
     from omnissl.encoders import TokenEncoder
     from omnissl.maskers import RandomMasker
@@ -88,23 +91,31 @@ def omnissl_step(device: torch.device, decoder_depth: int) -> tuple[nn.Module, C
     grid = (IMG // PATCH, IMG // PATCH)
     coords = patchifier.grid_coords(grid).to(device)
 
-    def step(images: torch.Tensor) -> float:
+    def tokens(images: torch.Tensor) -> TokenBatch:
         b = images.shape[0]
         values = patchifier.patchify(images)  # [B, 196, 768]
-        batch = TokenBatch(values=values, coords=coords.expand(b, -1, -1),
-                           pad=torch.zeros(b, values.shape[1], dtype=torch.bool, device=device))
+        return TokenBatch(values=values, coords=coords.expand(b, -1, -1).contiguous(),
+                          pad=torch.zeros(b, values.shape[1], dtype=torch.bool, device=device))
+
+    loaded: dict[int, TokenBatch] = {}
+
+    def step(images: torch.Tensor) -> float:
+        if from_images:
+            batch = tokens(images)
+        else:  # what the DataLoader hands over: tokens made in its workers, outside the step
+            batch = loaded.setdefault(id(images), tokens(images))
         out = model(batch, masker(batch))
         out.loss.backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
-        return float(out.loss)
+        return float(out.loss.detach())
 
     return model, step
 
 
 def peak_memory(device: torch.device, fn: Callable[[], float]) -> float:
-    """Peak memory of one step in MiB: CUDA allocator peak, or Python+torch CPU allocations via tracemalloc
-    of the process RSS growth (CPU tensors are not seen by tracemalloc, so we use torch's profiler)."""
+    """Peak memory of one step in MiB: the CUDA allocator's peak, or on CPU the peak of
+    torch's allocations during the step as recorded by its profiler."""
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
         fn()
@@ -126,7 +137,8 @@ def peak_memory(device: torch.device, fn: Callable[[], float]) -> float:
 def run(device: torch.device, steps: int, warmup: int, decoder_depth: int) -> float:
     torch.manual_seed(0)
     images = torch.rand(BATCH, 3, IMG, IMG, device=device)
-    sides = {"lightly": lightly_step(device, decoder_depth), "omnissl": omnissl_step(device, decoder_depth)}
+    sides = {"lightly": lightly_step(device, decoder_depth), "omnissl": omnissl_step(device, decoder_depth),
+             "omnissl+patchify": omnissl_step(device, decoder_depth, from_images=True)}
     params = {name: sum(p.numel() for p in m.parameters()) for name, (m, _) in sides.items()}
     times: dict[str, list[float]] = {name: [] for name in sides}
     for i in range(warmup + steps):
@@ -143,9 +155,11 @@ def run(device: torch.device, steps: int, warmup: int, decoder_depth: int) -> fl
     print(f"\n{device.type}: ViT-Tiny/16 224px batch {BATCH} mask {RATIO}, decoder 512-d x {decoder_depth}, "
           f"{steps} timed steps after {warmup} warm-up, {torch.get_num_threads()} threads")
     for name in sides:
-        print(f"  {name:<8} step {statistics.median(times[name]) * 1000:8.1f} ms (median; min "
+        print(f"  {name:<16} step {statistics.median(times[name]) * 1000:8.1f} ms (median; min "
               f"{min(times[name]) * 1000:.1f})  peak memory {memory[name]:8.1f} MiB  params {params[name] / 1e6:.2f} M")
     ratio = statistics.median(times["omnissl"]) / statistics.median(times["lightly"])
+    same_input = statistics.median(times["omnissl+patchify"]) / statistics.median(times["lightly"])
+    print(f"  {device.type} step-time ratio (omnissl+patchify)/lightly: {same_input:.3f}")
     print(f"  {device.type} step-time ratio omnissl/lightly: {ratio:.3f}")
     del sides
     gc.collect()

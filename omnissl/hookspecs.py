@@ -106,7 +106,8 @@ def omnissl_train_start(run: Any) -> None:
     """Called once before the first step (also on resume).
 
     ``run`` is the :class:`omnissl.train.RunInfo`: ``run.out_dir``,
-    ``run.recipe`` (resolved dict), ``run.start_step``, ``run.total_steps``.
+    ``run.recipe`` (resolved dict), ``run.start_step``, ``run.total_steps``,
+    ``run.dataset`` (the data set object being trained on).
     """
 
 

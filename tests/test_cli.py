@@ -30,6 +30,8 @@ def test_user_mistakes_exit_non_zero_without_traceback(tmp_path):
     assert result.returncode == 2
     assert "Traceback" not in result.stderr
     assert "unknown key train.stpes. Did you mean 'steps'?" in result.stderr
+    result = run_cli("train", "image/mae-digits", "--out", str(tmp_path / "run"), "train.stpes=1")
+    assert result.returncode == 2 and "Did you mean 'steps'?" in result.stderr  # overrides after --out too
     result = run_cli("train", "no/such-recipe")
     assert result.returncode == 2 and "no recipe named 'no/such-recipe'" in result.stderr
     result = run_cli("probe", str(tmp_path))

@@ -78,9 +78,7 @@ class TokenEncoder(nn.Module):
         """(B, N, N) or (B, N, N, R) prior -> (B, 1 or H, N, N)."""
         if attn_bias is None:
             return None
-        if self.bias_proj is None:
-            return attn_bias[:, None] if attn_bias.ndim == 3 else attn_bias.mean(-1)[:, None]
-        return self.bias_proj(attn_bias).permute(0, 3, 1, 2)
+        return project_bias(attn_bias, self.bias_proj)
 
     def forward(self, values: Tensor, coords: Tensor, kinds: Tensor | None = None, pad: Tensor | None = None,
                 attn_bias: Tensor | None = None, hidden: Tensor | None = None) -> Tensor:
@@ -98,6 +96,18 @@ class TokenEncoder(nn.Module):
         """Mean over real tokens: (B, N, dim), (B, N) -> (B, dim)."""
         keep = (~pad).unsqueeze(-1).to(features.dtype)
         return (features * keep).sum(1) / keep.sum(1).clamp(min=1)
+
+
+def project_bias(attn_bias: Tensor, proj: nn.Linear | None) -> Tensor:
+    """(B, N, N) or (B, N, N, R) prior -> (B, 1 or H, N, N) float bias.
+
+    Relation channels may arrive in low precision (float16 keeps collation and
+    host-to-device copies of large [N, N, R] tensors cheap); they are cast here.
+    """
+    if proj is None:
+        bias = attn_bias if attn_bias.ndim == 3 else attn_bias.float().mean(-1)
+        return bias.float()[:, None]
+    return proj(attn_bias.to(proj.weight.dtype)).permute(0, 3, 1, 2)
 
 
 def gather_tokens(batch: TokenBatch, idx: Tensor) -> tuple[Tensor, Tensor, Tensor | None, Tensor | None]:

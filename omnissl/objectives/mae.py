@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from omnissl.encoders.transformer import gather_tokens
+from omnissl.encoders.transformer import gather_tokens, project_bias
 from omnissl.layers import KindEmbedding, PositionEncoding, TransformerStack, attention_mask, init_weights
 from omnissl.maskers.base import Mask
 from omnissl.modality import Modality
@@ -54,8 +54,9 @@ class MAE(Objective):
         values, coords, kinds, bias = gather_tokens(batch, mask.visible_idx)
         return self.encoder(values, coords, kinds, mask.visible_pad, bias)
 
-    def forward_decoder(self, batch: TokenBatch, mask: Mask, latent: Tensor) -> Tensor:
-        """Decode all tokens, return features at hidden positions: (B, M, decoder_dim)."""
+    def forward_decoder(self, batch: TokenBatch, mask: Mask, latent: Tensor, all_tokens: bool = False) -> Tensor:
+        """Decode all tokens; return features at hidden positions (B, M, decoder_dim), or at
+        every position (B, N, decoder_dim) when ``all_tokens`` (for pairwise heads)."""
         b, n = batch.pad.shape
         x = self.decoder_embed(latent)  # [B, V, Dd]
         # Start from mask tokens everywhere (one spare slot absorbs filler entries), then
@@ -66,14 +67,9 @@ class MAE(Objective):
         x = full[:, :n] + self.decoder_pos(batch.coords).to(x.dtype)  # [B, N, Dd]
         if self.decoder_kinds is not None:
             x = x + self.decoder_kinds(batch.kinds, mask.hidden)  # content kinds stay hidden
-        bias = None
-        if batch.attn_bias is not None:
-            if self.decoder_bias is not None:
-                bias = self.decoder_bias(batch.attn_bias).permute(0, 3, 1, 2)
-            else:
-                bias = batch.attn_bias[:, None] if batch.attn_bias.ndim == 3 else batch.attn_bias.mean(-1)[:, None]
-        x = self.decoder(x, attention_mask(batch.pad, bias, x.dtype))
-        return gather_rows(x, mask.hidden_idx)  # [B, M, Dd]
+        bias = project_bias(batch.attn_bias, self.decoder_bias) if batch.attn_bias is not None else None
+        x = self.decoder(x, attention_mask(batch.pad, bias, x.dtype))  # [B, N, Dd]
+        return x if all_tokens else gather_rows(x, mask.hidden_idx)  # [B, N or M, Dd]
 
     def forward(self, batch: TokenBatch, mask: Mask) -> ObjectiveOutput:
         latent = self.forward_encoder(batch, mask)

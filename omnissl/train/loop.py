@@ -40,6 +40,7 @@ class RunInfo:
     recipe: dict[str, Any]
     start_step: int
     total_steps: int
+    dataset: Any = None  # the data set being trained on (plugins store its statistics with the run)
 
 
 def pick_device(name: str) -> torch.device:
@@ -99,7 +100,7 @@ def train(recipe: Recipe, registry: Registry, out_dir: Path, resume: bool = Fals
         optimizer.load_state_dict(state["optimizer"])
         start = int(state["step"])
     log = MetricsLog(out_dir / "metrics.jsonl", keep_until=start if resume else None)
-    run = RunInfo(out_dir, recipe.raw, start, t.steps)
+    run = RunInfo(out_dir, recipe.raw, start, t.steps, parts.dataset)
     hooks = registry.manager.hook
     hooks.omnissl_train_start(run=run)
 

@@ -1,0 +1,175 @@
+"""The on-disk feature cache: every clip decoded and turned into log-mels once.
+
+One cache folder per (front-end settings, clip list with file contents) holds
+``features.f16`` (all clips' frames end to end, float16, read through ``np.memmap``),
+``index.npz`` (frame offsets and which input clips were kept) and ``stats.json``
+(data-set mean/std of the log-mels, counts, skipped files). A warm cache is opened
+in milliseconds and ``__getitem__`` is a memory-mapped slice: later epochs never
+decode, resample or compute a filter bank again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from omnissl.errors import DataError
+from omnissl_audio.decode import load_audio
+from omnissl_audio.frontend import FrontEnd
+
+SILENCE_PEAK = 1e-4  # -80 dBFS: a clip whose loudest sample is below this is reported as silent
+FEATURES, INDEX, STATS = "features.f16", "index.npz", "stats.json"
+
+
+@dataclass(frozen=True)
+class Clip:
+    """One training example: a file, optionally a ``[start, end)`` section of it in seconds."""
+
+    path: Path
+    start: float | None = None
+    end: float | None = None
+
+    def describe(self) -> str:
+        if self.start is None and self.end is None:
+            return str(self.path)
+        return f"{self.path} [{self.start or 0:g}s, {'end' if self.end is None else f'{self.end:g}s'})"
+
+
+def default_cache_root() -> Path:
+    """``$OMNISSL_CACHE`` or ``$XDG_CACHE_HOME/omnissl`` or ``~/.cache/omnissl``, then ``audio``."""
+    root = os.environ.get("OMNISSL_CACHE") or Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "omnissl"
+    return Path(root) / "audio"
+
+
+def file_digest(path: Path) -> str:
+    """BLAKE2b of a file's bytes: cache keys follow content, not names or modification times."""
+    digest = hashlib.blake2b(digest_size=16)
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def cache_key(clips: Sequence[Clip], frontend: FrontEnd) -> str:
+    """Hash of the front-end settings and every clip's file content and section."""
+    digests: dict[Path, str] = {}
+    key = hashlib.sha256(frontend.key().encode())
+    for clip in clips:
+        if clip.path not in digests:
+            try:
+                digests[clip.path] = file_digest(clip.path)
+            except OSError as exc:  # unreadable: it will be skipped (and named) when the cache is built
+                digests[clip.path] = f"unreadable:{exc.errno}"
+        key.update(f"{digests[clip.path]}|{clip.start}|{clip.end}\n".encode())
+    return f"{frontend.key()}-{key.hexdigest()[:24]}"
+
+
+class FeatureCache:
+    """Log-mel features of a list of clips, built on first use and memory-mapped afterwards.
+
+    Attributes:
+        folder: the cache folder.
+        kept: (K,) indices into the input ``clips`` of the clips that decoded.
+        offsets: (K + 1,) frame offsets of each kept clip in ``features``.
+        features: (total_frames, num_mel_bins) float16 memmap of un-normalised log-mels.
+        stats: ``mean``/``std`` over all frames of non-silent clips, plus what was skipped.
+    """
+
+    def __init__(self, clips: Sequence[Clip], frontend: FrontEnd, root: Path, strict: bool = False,
+                 where: str = "audio data"):
+        self.folder = Path(root).expanduser() / cache_key(clips, frontend)
+        if not (self.folder / STATS).is_file():
+            self._build(clips, frontend, strict, where)
+        self.stats = json.loads((self.folder / STATS).read_text())
+        index = np.load(self.folder / INDEX, allow_pickle=False)
+        self.kept, self.offsets = index["kept"], index["offsets"]
+        self.num_mel_bins = frontend.num_mel_bins
+        self._features: np.memmap | None = None
+        for path, reason in self.stats["skipped"]:
+            warnings.warn(f"skipped {path}: {reason}")
+        if self.stats["silent"]:
+            warnings.warn(f"{len(self.stats['silent'])} silent clip(s) (peak below -80 dBFS) kept but left out of "
+                          f"the mean/std: {', '.join(self.stats['silent'][:5])}")
+        if self.stats["skipped"]:
+            warnings.warn(f"skipped {len(self.stats['skipped'])} of {len(clips)} clips in {where}")
+
+    def __len__(self) -> int:
+        return len(self.kept)
+
+    @property
+    def features(self) -> np.memmap:
+        """(total_frames, num_mel_bins) float16, opened on first use in each process."""
+        if self._features is None:
+            self._features = np.memmap(self.folder / FEATURES, dtype=np.float16, mode="r",
+                                       shape=(int(self.offsets[-1]), self.num_mel_bins))
+        return self._features
+
+    def __getstate__(self) -> dict:
+        # DataLoader workers started with "spawn" receive a pickled copy: send the path, not the frames.
+        return {**self.__dict__, "_features": None}
+
+    def frames(self, i: int) -> np.ndarray:
+        """(frames, num_mel_bins) float16 view of kept clip ``i``."""
+        return self.features[self.offsets[i]:self.offsets[i + 1]]
+
+    def _build(self, clips: Sequence[Clip], frontend: FrontEnd, strict: bool, where: str) -> None:
+        """Decode every clip once, append its log-mels to one file, then move the folder into place."""
+        self.folder.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=".building-", dir=self.folder.parent))
+        kept, offsets, skipped, silent = [], [0], [], []
+        total, total_sq, count = 0.0, 0.0, 0
+        try:
+            with open(tmp / FEATURES, "wb") as out:
+                for i, clip in enumerate(clips):
+                    try:
+                        waveform = load_audio(clip.path, frontend.sample_rate, clip.start, clip.end)
+                    except Exception as exc:  # libsndfile raises several types for broken files
+                        reason = f"cannot decode audio ({exc})"
+                        if strict:
+                            raise DataError(f"{clip.describe()}: {reason}; fix or remove the file, or set "
+                                            f"data.strict=false to skip it") from exc
+                        skipped.append((clip.describe(), reason))
+                        continue
+                    if waveform.numel() < frontend.window_samples:
+                        reason = (f"{waveform.numel()} samples, shorter than one {frontend.frame_length_ms:g} ms "
+                                  f"analysis window")
+                        if strict:
+                            raise DataError(f"{clip.describe()}: {reason}")
+                        skipped.append((clip.describe(), reason))
+                        continue
+                    mel = frontend(waveform).numpy()  # [frames, mels]
+                    if float(waveform.abs().max()) < SILENCE_PEAK:
+                        silent.append(clip.describe())
+                    else:
+                        total += float(mel.sum(dtype=np.float64))
+                        total_sq += float(np.square(mel, dtype=np.float64).sum())
+                        count += mel.size
+                    mel.astype(np.float16).tofile(out)
+                    kept.append(i)
+                    offsets.append(offsets[-1] + mel.shape[0])
+            if not kept:
+                raise DataError(f"no readable audio in {where}: {len(skipped)} of {len(clips)} clips failed "
+                                f"(first: {skipped[0][0] if skipped else '-'}: {skipped[0][1] if skipped else '-'}). "
+                                f"Check the files are WAV/FLAC/OGG that soundfile can open.")
+            mean = total / count if count else 0.0
+            std = float(np.sqrt(max(total_sq / count - mean * mean, 0.0))) if count else 1.0
+            np.savez(tmp / INDEX, kept=np.array(kept, dtype=np.int64), offsets=np.array(offsets, dtype=np.int64))
+            (tmp / STATS).write_text(json.dumps({
+                "mean": mean, "std": std if std > 0 else 1.0, "num_clips": len(kept), "num_frames": offsets[-1],
+                "skipped": skipped, "silent": silent}, indent=2) + "\n")
+            if self.folder.exists():  # another process finished the same cache first
+                shutil.rmtree(tmp)
+            else:
+                os.replace(tmp, self.folder)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise

@@ -1,0 +1,163 @@
+"""Real speech that installs from packages: espeak-ng's spoken digits and pyannote.audio's sample.
+
+Nothing downloads. :class:`SpokenDigits` runs Debian's ``espeak-ng`` synthesiser (the ten
+digits in several voices, speeds and pitches, with background noise so the task is not
+trivial) and writes WAVs into the cache once, deterministically; :class:`PyannoteSpeakers`
+cuts the 30 s two-speaker recording that ships inside the ``pyannote.audio`` wheel into
+single-speaker windows labelled by speaker, following its ``sample.rttm`` turns.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import io
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+
+from omnissl.errors import DataError
+from omnissl_audio.cache import Clip, default_cache_root
+from omnissl_audio.datasets import AudioClips, AudioFolder
+from omnissl_audio.frontend import FrontEnd, FrontEndKind
+
+DIGITS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
+VOICES = ("en-us", "en", "en-gb-scotland", "en-029", "en-us+f2", "en+f4", "en-gb-x-rp+m3", "en+m7",
+          "en-us+klatt", "en+croak")
+
+
+def espeak(word: str, voice: str, speed: int, pitch: int) -> tuple[np.ndarray, int]:
+    """Synthesise ``word``: returns ((samples,) float32 in [-1, 1], sample rate)."""
+    import soundfile as sf
+
+    binary = shutil.which("espeak-ng")
+    if binary is None:
+        raise DataError("the spoken_digits data set needs the espeak-ng synthesiser, which is not installed: "
+                        "run `apt-get install espeak-ng` (Debian/Ubuntu) or `brew install espeak-ng` (macOS)")
+    result = subprocess.run([binary, "-v", voice, "-s", str(speed), "-p", str(pitch), "--stdout", word],
+                            capture_output=True, check=False)
+    if result.returncode != 0 or not result.stdout:
+        raise DataError(f"espeak-ng failed for voice {voice!r}: {result.stderr.decode(errors='replace').strip()}; "
+                        f"list the voices with `espeak-ng --voices=en`")
+    samples, rate = sf.read(io.BytesIO(result.stdout), dtype="float32")
+    return samples, rate
+
+
+def render(word: np.ndarray, length: int, snr_db: float, rng: np.random.Generator) -> np.ndarray:
+    """Place ``word`` at a random offset in ``length`` samples of white noise at ``snr_db``."""
+    word = word[:length]
+    canvas = np.zeros(length, dtype=np.float32)
+    offset = int(rng.integers(0, length - len(word) + 1))
+    canvas[offset:offset + len(word)] = word
+    power = float(np.mean(word.astype(np.float64) ** 2)) or 1e-8
+    noise = rng.standard_normal(length) * np.sqrt(power / 10 ** (snr_db / 10))
+    return np.clip(canvas + noise, -1.0, 1.0).astype(np.float32)
+
+
+class SpokenDigits(AudioFolder):
+    """The digits "zero" to "nine" spoken by espeak-ng, labelled 0-9 (len(voices) x len(speeds)
+    x len(pitches) clips per digit), each at a random offset in ``clip_seconds`` of white noise.
+
+    The WAVs are written to ``<cache>/spoken_digits/<settings hash>/<digit>/`` on first use
+    (espeak-ng's own 22,050 Hz, so loading resamples like a user's files would).
+
+    Args:
+        voices: espeak-ng voices, ``language[+variant]``.
+        speeds: words per minute.
+        pitches: 0-99.
+        snr_db: [low, high] range of the signal-to-noise ratio drawn per clip.
+        clip_seconds: clip length.
+        seed: seed of offsets and noise.
+        Other arguments: as :class:`~omnissl_audio.datasets.AudioFolder`.
+    """
+
+    def __init__(self, voices: list[str] = VOICES, speeds: list[int] = (120, 160, 200),
+                 pitches: list[int] = (25, 50, 75), snr_db: list[float] = (0.0, 20.0), clip_seconds: float = 1.0,
+                 seed: int = 0, sample_rate: int = 16000, num_mel_bins: int = 128,
+                 frontend: FrontEndKind = "kaldi_fbank", frame_length_ms: float = 25.0,
+                 frame_shift_ms: float = 10.0, mean: float | None = None, std: float | None = None,
+                 cache_dir: str | None = None, strict: bool = False):
+        settings = {"voices": list(voices), "speeds": list(speeds), "pitches": list(pitches),
+                    "snr_db": list(snr_db), "clip_seconds": clip_seconds, "seed": seed}
+        tag = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:12]
+        root = (Path(cache_dir) if cache_dir else default_cache_root()) / "spoken_digits" / tag
+        if not (root / "done").is_file():
+            self._synthesise(root, settings)
+        super().__init__(str(root), sample_rate, num_mel_bins, frontend, frame_length_ms, frame_shift_ms,
+                         mean, std, cache_dir, strict)
+        self.classes = list(DIGITS)  # folder names are "0".."9": labels are the digits themselves
+
+    @staticmethod
+    def _synthesise(root: Path, settings: dict) -> None:
+        import soundfile as sf
+
+        rng = np.random.default_rng(settings["seed"])
+        for label, word in enumerate(DIGITS):
+            (root / str(label)).mkdir(parents=True, exist_ok=True)
+            for voice in settings["voices"]:
+                for speed in settings["speeds"]:
+                    for pitch in settings["pitches"]:
+                        samples, rate = espeak(word, voice, speed, pitch)
+                        clip = render(samples, int(settings["clip_seconds"] * rate),
+                                      float(rng.uniform(*settings["snr_db"])), rng)
+                        name = f"{voice.replace('+', '_')}-s{speed}-p{pitch}.wav"
+                        sf.write(root / str(label) / name, clip, rate, subtype="PCM_16")
+        (root / "done").write_text(json.dumps(settings) + "\n")
+
+
+def pyannote_sample() -> tuple[Path, Path]:
+    """Paths of ``sample.wav`` and ``sample.rttm`` inside the installed pyannote.audio (not imported)."""
+    spec = importlib.util.find_spec("pyannote.audio")
+    folder = Path(next(iter(spec.submodule_search_locations))) / "sample" if spec else None
+    if folder is None or not (folder / "sample.wav").is_file():
+        raise DataError("the pyannote_speakers data set reads the sample recording shipped with pyannote.audio: "
+                        "pip install --no-deps pyannote.audio")
+    return folder / "sample.wav", folder / "sample.rttm"
+
+
+def single_speaker_turns(rttm: Path) -> list[tuple[float, float, str]]:
+    """(start, end, speaker) intervals of an RTTM file during which exactly one speaker talks."""
+    turns = []
+    for line in rttm.read_text().splitlines():
+        fields = line.split()
+        if fields and fields[0] == "SPEAKER":
+            turns.append((float(fields[3]), float(fields[3]) + float(fields[4]), fields[7]))
+    edges = sorted({t for start, end, _ in turns for t in (start, end)})
+    out = []
+    for a, b in zip(edges[:-1], edges[1:]):
+        talking = {who for start, end, who in turns if start <= a and b <= end}
+        if len(talking) == 1:
+            who = talking.pop()
+            if out and out[-1][2] == who and abs(out[-1][1] - a) < 1e-9:
+                out[-1] = (out[-1][0], b, who)
+            else:
+                out.append((a, b, who))
+    return out
+
+
+class PyannoteSpeakers(AudioClips):
+    """Windows of pyannote.audio's two-speaker sample, labelled by who speaks (speaker ID probe).
+
+    Args:
+        window_seconds: window length; only windows inside one speaker's turn are kept.
+        hop_seconds: step between windows.
+        Other arguments: as :class:`~omnissl_audio.datasets.AudioFolder`.
+    """
+
+    def __init__(self, window_seconds: float = 1.0, hop_seconds: float = 0.25, sample_rate: int = 16000,
+                 num_mel_bins: int = 128, frontend: FrontEndKind = "kaldi_fbank", frame_length_ms: float = 25.0,
+                 frame_shift_ms: float = 10.0, mean: float | None = None, std: float | None = None,
+                 cache_dir: str | None = None, strict: bool = False):
+        wav, rttm = pyannote_sample()
+        clips, labels = [], []
+        for start, end, who in single_speaker_turns(rttm):
+            t = start
+            while t + window_seconds <= end + 1e-9:
+                clips.append(Clip(wav, round(t, 4), round(t + window_seconds, 4)))
+                labels.append(who)
+                t += hop_seconds
+        super().__init__(clips, labels, FrontEnd(sample_rate, num_mel_bins, frame_length_ms, frame_shift_ms,
+                                                 frontend), mean, std, cache_dir, strict, where=str(wav))

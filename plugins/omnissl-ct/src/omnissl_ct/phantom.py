@@ -1,0 +1,134 @@
+"""Synthetic CT phantoms: a body-shaped ellipsoid of soft tissue with ellipsoidal inserts
+of tissue-like Hounsfield units, written as real NIfTI files or DICOM series.
+
+Numerical phantoms are the field's standard way to test CT pipelines without patient
+data (Shepp & Logan, "The Fourier reconstruction of a head section", IEEE TNS 1974;
+the XCAT phantoms of Segars et al., Med. Phys. 2010). Each phantom here has one large
+*lesion* insert at the centre whose tissue class is the phantom's label (an honest
+target for probes: it is fully determined by the voxels), plus smaller distractor
+inserts of random classes elsewhere in the body.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+AIR_HU = -1000.0
+SOFT_TISSUE_HU = 40.0
+# Typical attenuation of each insert class (HU; liver as in a contrast-enhanced portal-venous
+# scan, brighter than unenhanced soft tissue); the label is the index in this tuple.
+TISSUES: tuple[tuple[str, float], ...] = (("lung", -800.0), ("fat", -100.0), ("liver", 120.0), ("bone", 700.0))
+
+
+@dataclass
+class Phantom:
+    """One phantom volume.
+
+    Attributes:
+        hu: (X, Y, Z) float32 Hounsfield units, axes in RAS order.
+        spacing: voxel size in mm along X, Y, Z.
+        label: index into :data:`TISSUES` of the central lesion's class.
+    """
+
+    hu: np.ndarray
+    spacing: tuple[float, float, float]
+    label: int
+
+
+def _ellipsoid(grid: Sequence[np.ndarray], centre: np.ndarray, radii: np.ndarray) -> np.ndarray:
+    """Boolean (X, Y, Z) mask of an axis-aligned ellipsoid (centre and radii in voxels)."""
+    return sum(((g - c) / r) ** 2 for g, c, r in zip(grid, centre, radii)) <= 1.0
+
+
+def make_phantom(rng: np.random.Generator, shape: Sequence[int] = (48, 48, 48),
+                 spacing: Sequence[float] = (2.0, 2.0, 2.0), noise_hu: float = 20.0) -> Phantom:
+    """Draw one phantom.
+
+    Args:
+        rng: source of every random choice (body size, insert count, classes, sizes, positions).
+        shape: (X, Y, Z) voxels.
+        spacing: voxel size in mm.
+        noise_hu: standard deviation of the additive Gaussian noise (CT quantum noise stand-in).
+    """
+    shape = tuple(int(s) for s in shape)
+    grid = np.meshgrid(*(np.arange(s, dtype=np.float32) for s in shape), indexing="ij")
+    centre = (np.array(shape, dtype=np.float32) - 1) / 2
+    hu = np.full(shape, AIR_HU, dtype=np.float32)
+    body_radii = np.array(shape, dtype=np.float32) / 2 * rng.uniform(0.8, 0.95, size=3)
+    body = _ellipsoid(grid, centre, body_radii)
+    hu[body] = SOFT_TISSUE_HU + rng.normal(0.0, 5.0)
+    for _ in range(int(rng.integers(2, 6))):  # distractors: small inserts of any class, off-centre
+        radii = np.array(shape, dtype=np.float32) * rng.uniform(0.05, 0.1, size=3)
+        offset = rng.uniform(0.35, 0.7, size=3) * body_radii * rng.choice([-1.0, 1.0], size=3)
+        insert = _ellipsoid(grid, centre + offset, radii) & body
+        hu[insert] = TISSUES[int(rng.integers(len(TISSUES)))][1]
+    label = int(rng.integers(len(TISSUES)))
+    radii = np.array(shape, dtype=np.float32) * rng.uniform(0.14, 0.22, size=3)
+    lesion = _ellipsoid(grid, centre + rng.uniform(-2.0, 2.0, size=3), radii)
+    hu[lesion] = TISSUES[label][1]
+    hu += rng.normal(0.0, noise_hu, size=shape).astype(np.float32)
+    return Phantom(hu, tuple(float(s) for s in spacing), label)
+
+
+def affine_of(spacing: Sequence[float]) -> np.ndarray:
+    """(4, 4) RAS affine of a volume whose axes are X, Y, Z with the given voxel size."""
+    return np.diag([*map(float, spacing), 1.0])
+
+
+def write_nifti(phantom: Phantom, path: Path) -> Path:
+    """Write the phantom as a compressed NIfTI-1 file in int16 HU (scanners' storage type)."""
+    import nibabel as nib
+
+    image = nib.Nifti1Image(np.round(phantom.hu).astype(np.int16), affine_of(phantom.spacing))
+    image.header.set_xyzt_units("mm")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    nib.save(image, str(path))
+    return path
+
+
+def write_dicom_series(phantom: Phantom, folder: Path, series_uid: str | None = None) -> list[Path]:
+    """Write the phantom as a DICOM CT series: one file per axial slice (Z), LPS patient coordinates.
+
+    Pixel data is stored as int16 ``HU + 1024`` with RescaleIntercept -1024, as scanners do.
+    DICOM's patient axes are LPS, so the RAS volume is flipped along X and Y; a row of a
+    slice runs along X (columns) and the rows along Y.
+    """
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
+
+    folder.mkdir(parents=True, exist_ok=True)
+    sx, sy, sz = phantom.spacing
+    lps = phantom.hu[::-1, ::-1, :]  # RAS -> LPS voxel order along X and Y
+    series_uid = series_uid or generate_uid()
+    study_uid = generate_uid()
+    paths = []
+    for k in range(lps.shape[2]):
+        meta = FileMetaDataset()
+        meta.MediaStorageSOPClassUID = CTImageStorage
+        meta.MediaStorageSOPInstanceUID = generate_uid()
+        meta.TransferSyntaxUID = ExplicitVRLittleEndian
+        ds = Dataset()
+        ds.file_meta = meta
+        ds.SOPClassUID, ds.SOPInstanceUID = CTImageStorage, meta.MediaStorageSOPInstanceUID
+        ds.StudyInstanceUID, ds.SeriesInstanceUID = study_uid, series_uid
+        ds.Modality, ds.PatientName, ds.PatientID = "CT", "Phantom^Synthetic", "PHANTOM"
+        ds.InstanceNumber = k + 1
+        # Voxel (0, 0) of the LPS array sits at the RAS corner (X-1, Y-1) -> LPS (-(X-1)sx, -(Y-1)sy).
+        ds.ImagePositionPatient = [-(lps.shape[0] - 1) * sx, -(lps.shape[1] - 1) * sy, k * sz]
+        ds.ImageOrientationPatient = [1, 0, 0, 0, 1, 0]
+        ds.PixelSpacing = [sy, sx]  # row spacing (between rows, along Y), column spacing (along X)
+        ds.SliceThickness = sz
+        ds.Rows, ds.Columns = lps.shape[1], lps.shape[0]
+        ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+        ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 1
+        ds.RescaleIntercept, ds.RescaleSlope = -1024, 1
+        stored = np.round(lps[:, :, k].T + 1024).astype(np.int16)  # (rows=Y, columns=X)
+        ds.PixelData = stored.tobytes()
+        path = folder / f"slice_{k:04d}.dcm"
+        ds.save_as(path, enforce_file_format=True)
+        paths.append(path)
+    return paths

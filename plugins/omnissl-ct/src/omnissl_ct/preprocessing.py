@@ -1,0 +1,129 @@
+"""The deterministic half of the CT/MR pipeline, built from MONAI transforms.
+
+read (NIfTI or DICOM series) -> check it is a finite 3-D volume -> orient to RAS ->
+resample to the target spacing -> crop to the body (foreground) -> intensity:
+CT windowed from Hounsfield units to [0, 1], MR normalised per volume.
+
+These are the defaults of nnssl (Wald et al., "An OpenMind for 3D medical vision
+self-supervised learning", 2025) and of MONAI's SwinUNETR pre-training (Tang et al.,
+CVPR 2022). Everything here depends only on the file and the settings, so its output
+is cached on disk (:mod:`omnissl_ct.datasets`); the random crop and flips run later,
+per sample, in the modality.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass
+from typing import Any, Hashable, Mapping
+
+import numpy as np
+import torch
+from monai.data import NibabelReader
+from monai.transforms import (Compose, CropForegroundd, LoadImaged, MapTransform, NormalizeIntensityd,
+                              Orientationd, ScaleIntensityRanged, Spacingd)
+
+from omnissl.errors import DataError, RecipeError
+from omnissl_ct.readers import PositionOrderedDicomReader
+
+# Bump when the pipeline's output changes for the same settings: old caches are then ignored.
+PIPELINE_VERSION = 1
+RAS_LABELS = (("L", "R"), ("P", "A"), ("I", "S"))
+
+
+@dataclass(frozen=True)
+class PreprocessSettings:
+    """What the cached part of the pipeline depends on (besides the file).
+
+    Attributes:
+        intensity: ``"ct"`` (Hounsfield units, windowed) or ``"mr"`` (per-volume z-score over
+            non-zero voxels, as nnU-Net does for MR).
+        spacing: target voxel size in mm (X, Y, Z); None keeps each volume's own.
+        hu_window: CT window [low, high] in HU, mapped to [0, 1] and clipped.
+        foreground_hu: CT voxels above this HU count as body for the foreground crop
+            (MR: voxels above 0).
+        margin: voxels kept around the foreground box.
+    """
+
+    intensity: str = "ct"
+    spacing: tuple[float, float, float] | None = (1.5, 1.5, 1.5)
+    hu_window: tuple[float, float] = (-1000.0, 1000.0)
+    foreground_hu: float = -500.0
+    margin: int = 2
+
+    def __post_init__(self) -> None:
+        if self.intensity not in ("ct", "mr"):
+            raise RecipeError(f"data.intensity must be 'ct' or 'mr', got {self.intensity!r}")
+        if self.spacing is not None and (len(self.spacing) != 3 or min(self.spacing) <= 0):
+            raise RecipeError(f"data.spacing must be three positive sizes in mm, got {self.spacing}")
+        if len(self.hu_window) != 2 or self.hu_window[0] >= self.hu_window[1]:
+            raise RecipeError(f"data.hu_window must be [low, high] with low < high, got {self.hu_window}")
+
+    def key(self) -> str:
+        """Short hash of the settings and pipeline version: the cache's sub-folder name."""
+        text = json.dumps({"version": PIPELINE_VERSION, **asdict(self)}, sort_keys=True)
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+class Above:
+    """Foreground selector for CropForeground: voxels above ``threshold`` (picklable, unlike a lambda)."""
+
+    def __init__(self, threshold: float):
+        self.threshold = threshold
+
+    def __call__(self, image: torch.Tensor) -> torch.Tensor:
+        return image > self.threshold
+
+
+class CheckVolumed(MapTransform):
+    """Reject what is not a finite 3-D volume with a DataError that says what is wrong."""
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        d = dict(data)
+        for key in self.key_iterator(d):
+            image = d[key]
+            spatial = tuple(image.shape[1:])
+            if image.shape[0] != 1:
+                raise DataError(f"expected one channel (a single 3-D volume), got shape {tuple(image.shape)}; "
+                                f"split 4-D series into one file per volume")
+            if len(spatial) != 3 or min(spatial) < 2:
+                raise DataError(f"a 2-D image (shape {spatial}) where a 3-D volume is expected")
+            finite = torch.isfinite(torch.as_tensor(image))
+            if not bool(finite.all()):
+                bad = int((~finite).sum())
+                raise DataError(f"{bad} of {finite.numel()} voxels are NaN or infinite")
+        return d
+
+
+class ToCached(MapTransform):
+    """Keep a plain float32 tensor and the voxel spacing: what ``torch.load(weights_only=True)`` reads back."""
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        d = dict(data)
+        for key in self.key_iterator(d):
+            image = d[key]
+            d["spacing"] = torch.as_tensor(np.asarray(image.pixdim, dtype=np.float32)[:3])
+            d[key] = torch.as_tensor(image.as_tensor() if hasattr(image, "as_tensor") else image,
+                                     dtype=torch.float32).contiguous()
+        return d
+
+
+def deterministic_transforms(settings: PreprocessSettings, keys: str = "image") -> Compose:
+    """The cached pipeline: a dict ``{"image": path, ...}`` in, ``{"image": (1, X, Y, Z), "spacing": (3,)}`` out."""
+    # MONAI's default readers include ITK, which is not a dependency; name ours explicitly.
+    load = LoadImaged(keys=keys, reader=NibabelReader(), image_only=True, ensure_channel_first=True)
+    load.register(PositionOrderedDicomReader())
+    steps: list[Any] = [load, CheckVolumed(keys=keys), Orientationd(keys=keys, axcodes="RAS", labels=RAS_LABELS)]
+    if settings.spacing is not None:
+        steps.append(Spacingd(keys=keys, pixdim=settings.spacing, mode="bilinear"))
+    threshold = settings.foreground_hu if settings.intensity == "ct" else 0.0
+    steps.append(CropForegroundd(keys=keys, source_key=keys, select_fn=Above(threshold), margin=settings.margin,
+                                 allow_smaller=True))
+    if settings.intensity == "ct":
+        low, high = settings.hu_window
+        steps.append(ScaleIntensityRanged(keys=keys, a_min=low, a_max=high, b_min=0.0, b_max=1.0, clip=True))
+    else:
+        steps.append(NormalizeIntensityd(keys=keys, nonzero=True))
+    steps.append(ToCached(keys=keys))
+    return Compose(steps)

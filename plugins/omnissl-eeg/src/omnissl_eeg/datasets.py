@@ -1,0 +1,190 @@
+"""EEG/MEG data sets: a folder (or BIDS tree) of recordings, and in-memory MNE objects or arrays.
+
+Each recording is preprocessed once into :class:`~omnissl_eeg.preprocessing.Windows`;
+a sample is one window of one recording, with its channels' positions and types, so
+recordings with different montages and sensor types mix freely.
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from omnissl.errors import DataError
+from omnissl_eeg.cache import WindowCache, default_cache_dir
+from omnissl_eeg.preprocessing import DEFAULT_REJECT, Preprocessing, Windows, preprocess
+from omnissl_eeg.readers import find_bids_recordings, find_recordings, is_bids, read_recording
+from omnissl_eeg.sensors import SENSOR_TYPES
+
+
+class WindowDataset:
+    """Windows of several recordings, indexed flat.
+
+    Attributes:
+        recordings: the preprocessed windows of each recording.
+        sources: a name for each recording (file path or object name).
+        labels: (len(self),) labels when every recording has them, else None.
+        skipped: (source, reason) of each recording that could not be used.
+    """
+
+    task = "classification"
+
+    def __init__(self, recordings: Sequence[Windows], sources: Sequence[str],
+                 skipped: Sequence[tuple[str, str]] = ()):
+        self.recordings = list(recordings)
+        self.sources = list(sources)
+        self.skipped = list(skipped)
+        counts = np.array([len(w.data) for w in self.recordings], dtype=np.int64)
+        self.offsets = np.concatenate([[0], np.cumsum(counts)])
+        if self.offsets[-1] == 0:
+            raise DataError("no window survived preprocessing (" + "; ".join(
+                f"{s}: {w.report.get('rejected', 0)} rejected" for s, w in zip(self.sources, self.recordings))
+                + "); lower data.window_seconds or raise/disable data.reject")
+        has_labels = all(w.labels is not None for w in self.recordings)
+        self.labels = np.concatenate([w.labels for w in self.recordings]) if has_labels else None
+
+    def __len__(self) -> int:
+        return int(self.offsets[-1])
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        r = int(np.searchsorted(self.offsets, index, side="right")) - 1
+        w = self.recordings[r]
+        return {
+            "signal": np.array(w.data[index - self.offsets[r]], dtype=np.float32),  # [C, T], copied off the mmap
+            "positions": w.positions,  # [C, 3] metres
+            "types": w.types,  # [C] index into SENSOR_TYPES
+            "channels": w.channels,
+            "sfreq": w.sfreq,
+            "source": self.sources[r],
+        }
+
+    def summary(self) -> str:
+        """One line per recording: windows, channels by type, dropped channels, rejected windows."""
+        lines = []
+        for source, w in zip(self.sources, self.recordings):
+            by_type = {SENSOR_TYPES[t]: int((w.types == t).sum()) for t in np.unique(w.types)}
+            lines.append(f"{source}: {len(w.data)} windows, {by_type}, {w.sfreq:g} Hz, "
+                         f"dropped channels {w.report.get('bad_channels', {})}, rejected {w.report.get('rejected', 0)}")
+        return "\n".join(lines)
+
+
+def settings_from(pick: Sequence[str], l_freq: float | None, h_freq: float | None, notch: float | None,
+                  sfreq: float, reference: str | None, window_seconds: float | None,
+                  stride_seconds: float | None, reject: dict[str, float] | None,
+                  unknown_channels: str) -> Preprocessing:
+    return Preprocessing(tuple(pick), l_freq, h_freq, notch, float(sfreq), reference, window_seconds,
+                         stride_seconds, None if reject is None else dict(reject), unknown_channels)
+
+
+class EEGFolder(WindowDataset):
+    """Every EDF, BDF, FIF, BrainVision (.vhdr) and EEGLAB (.set) recording under ``root``.
+
+    A folder holding ``dataset_description.json`` is read as a BIDS tree: only
+    ``*/eeg/*_eeg.*`` and ``*/meg/*_meg.*`` files, with their ``channels.tsv`` and
+    ``electrodes.tsv`` applied by MNE-BIDS. Windows are cached (see :mod:`omnissl_eeg.cache`);
+    with a warm cache no recording is opened. A file that cannot be read is skipped with a
+    warning naming it, and counted in ``skipped``; ``strict: true`` makes it fatal.
+
+    Args:
+        root: the folder.
+        bids: read as BIDS (default: when ``dataset_description.json`` is present).
+        pick, l_freq, h_freq, notch, sfreq, reference, window_seconds, stride_seconds, reject,
+            unknown_channels: preprocessing, see :class:`~omnissl_eeg.preprocessing.Preprocessing`.
+        cache_dir: window cache folder (default ``$OMNISSL_CACHE/eeg`` or ``~/.cache/omnissl/eeg``).
+        strict: stop at the first unusable recording instead of skipping it.
+    """
+
+    def __init__(self, root: str, bids: bool | None = None, pick: list[str] = list(SENSOR_TYPES),
+                 l_freq: float | None = 0.1, h_freq: float | None = 75.0, notch: float | None = 50.0,
+                 sfreq: float = 200.0, reference: str | None = "average", window_seconds: float | None = 4.0,
+                 stride_seconds: float | None = None, reject: dict[str, float] | None = DEFAULT_REJECT,
+                 unknown_channels: str = "drop", cache_dir: str | None = None, strict: bool = False):
+        folder = Path(root).expanduser()
+        if not folder.is_dir():
+            raise DataError(f"data.root {folder} is not a folder; point it at a folder of EDF/BDF/FIF/"
+                            f"BrainVision/EEGLAB recordings or a BIDS root")
+        settings = settings_from(pick, l_freq, h_freq, notch, sfreq, reference, window_seconds, stride_seconds,
+                                 reject, unknown_channels)
+        bids = is_bids(folder) if bids is None else bids
+        files = find_bids_recordings(folder) if bids else find_recordings(folder)
+        if not files:
+            raise DataError(f"no recording under {folder} (looked for {'BIDS eeg/meg files' if bids else ''} "
+                            f"*.edf, *.bdf, *.fif, *.vhdr, *.set)")
+        cache = WindowCache(Path(cache_dir).expanduser() if cache_dir else default_cache_dir(), settings)
+        recordings, sources, skipped = [], [], []
+        for path in files:
+            try:
+                windows = self._load(path, cache, settings, folder if bids else None)
+            except DataError as exc:
+                if strict:
+                    raise
+                warnings.warn(f"skipping {path}: {exc}")
+                skipped.append((str(path), str(exc)))
+                continue
+            if len(windows.data):
+                recordings.append(windows)
+                sources.append(str(path))
+        if not recordings:
+            raise DataError(f"no readable recording under {folder}: {len(skipped)} of {len(files)} files could not "
+                            f"be used (first: {skipped[0][1] if skipped else 'all windows rejected'})")
+        if skipped:
+            warnings.warn(f"skipped {len(skipped)} of {len(files)} recordings under {folder}")
+        super().__init__(recordings, sources, skipped)
+
+    @staticmethod
+    def _load(path: Path, cache: WindowCache, settings: Preprocessing, bids_root: Path | None) -> Windows:
+        key = cache.key(path)
+        windows = cache.load(key)
+        if windows is None:
+            windows = cache.store(key, preprocess(read_recording(path, bids_root), settings, str(path)))
+        return windows
+
+
+class EEGRecordings(WindowDataset):
+    """In-memory recordings: ``mne.io.Raw``, ``mne.Epochs``, or numpy arrays with channel names and rate.
+
+    Not cached (the data are already in memory). Epochs' event codes become labels.
+
+    Args:
+        items: Raw or Epochs objects (copied, never modified), or ``(array, ch_names, sfreq)`` /
+            ``(array, ch_names, sfreq, ch_types)`` tuples with arrays (C, T) continuous or (E, C, T)
+            epochs in volts (EEG) or tesla (MEG), MNE's units.
+        names: a name per item for messages (default ``item0``, ``item1``, ...).
+        labels: for array items given as (E, C, T), a label per epoch (one array per item), or None.
+        **preprocessing: keyword arguments of :class:`~omnissl_eeg.preprocessing.Preprocessing`.
+    """
+
+    def __init__(self, items: Sequence[Any], names: Sequence[str] | None = None,
+                 labels: Sequence[np.ndarray | None] | None = None, **preprocessing: Any):
+        import mne
+
+        settings = Preprocessing(**{k: tuple(v) if k == "pick" else v for k, v in preprocessing.items()})
+        names = list(names) if names is not None else [f"item{i}" for i in range(len(items))]
+        recordings = []
+        for i, (item, name) in enumerate(zip(items, names)):
+            item_labels = labels[i] if labels is not None else None
+            if isinstance(item, (mne.io.BaseRaw, mne.BaseEpochs)):
+                inst = item.copy()
+                if isinstance(item, mne.BaseEpochs) and item_labels is None:
+                    item_labels = item.events[:, 2]
+            else:
+                inst = from_array(*item)
+            recordings.append(preprocess(inst, settings, name, item_labels))
+        super().__init__(recordings, names)
+
+
+def from_array(array: np.ndarray, ch_names: Sequence[str], sfreq: float,
+               ch_types: str | Sequence[str] = "eeg") -> Any:
+    """An MNE ``RawArray`` (array (C, T)) or ``EpochsArray`` (array (E, C, T)) in MNE's SI units."""
+    import mne
+
+    array = np.asarray(array, dtype=np.float64)
+    if array.ndim not in (2, 3) or array.shape[-2] != len(ch_names):
+        raise DataError(f"array of shape {array.shape} does not match {len(ch_names)} channel names; "
+                        f"expected (channels, samples) or (epochs, channels, samples)")
+    info = mne.create_info(list(ch_names), float(sfreq), ch_types)
+    return (mne.io.RawArray(array, info, verbose="error") if array.ndim == 2
+            else mne.EpochsArray(array, info, verbose="error"))

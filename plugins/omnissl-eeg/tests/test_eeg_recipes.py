@@ -1,0 +1,38 @@
+"""Every recipe validates; a tiny run of the demo through the CLI writes the run folder and learns."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from omnissl.cli import main
+from omnissl.plugins import get_registry
+from omnissl.recipe import header_command, load_recipe, recipe_index
+
+RECIPES = Path(__file__).parents[1] / "src" / "omnissl_eeg" / "recipes" / "eeg"
+
+
+@pytest.mark.parametrize("path", sorted(RECIPES.glob("*.yaml")), ids=lambda p: p.stem)
+def test_eeg_recipe_validates(path: Path):
+    registry = get_registry()
+    assert f"eeg/{path.stem}" in recipe_index(registry)
+    recipe = load_recipe(str(path), [], registry)
+    assert recipe.raw["modality"]["name"] == "eeg"
+    assert header_command(path).startswith(f"omnissl train eeg/{path.stem}")
+
+
+def test_eeg_demo_trains_through_the_cli(tmp_path: Path):
+    out = tmp_path / "run"
+    code = main(["train", "eeg/mae-demo", "train.steps=40", "train.log_every=10", "train.val_every=40",
+                 "train.batch_size=32", "encoder.depth=2", "optim.warmup_steps=5", "--out", str(out)])
+    assert code == 0
+    for name in ("recipe.yaml", "metrics.jsonl", "checkpoints/last.pt", "checkpoints/encoder.pt", "loss_curve.png",
+                 "reconstruction.png", "probe.json"):
+        assert (out / name).is_file(), name
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    losses = [r["loss"] for r in records if "loss" in r]
+    assert losses[-1] < 0.7 * losses[0]
+    probe = json.loads((out / "probe.json").read_text())
+    assert probe["metric"] == "balanced_accuracy" and set(probe) >= {"pretrained", "random", "baseline"}

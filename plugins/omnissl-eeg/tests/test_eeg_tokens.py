@@ -1,0 +1,78 @@
+"""Tokens against spec(), spectral targets, mixed EEG+MEG batches: padding never visible nor scored."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from omnissl import collate_tokens
+from omnissl.encoders.transformer import TokenEncoder
+from omnissl.maskers import GroupMasker, RandomMasker, SpanMasker
+from omnissl.objectives.mae import MAE
+from omnissl_eeg import EEGModality, EEGRecordings
+from omnissl_eeg.spectrum import patch_spectrum, patches_from_spectrum, spectral_loss
+
+SETTINGS = dict(notch=None, l_freq=1.0, h_freq=None, window_seconds=2.0, reject=None)
+
+
+@pytest.fixture(scope="module")
+def mixed(eeg_raw, meg_raw):
+    """An EEG recording (14 channels) and an MEG one (12 mag + 24 grad) in one data set."""
+    return EEGRecordings([eeg_raw, meg_raw], names=["eeg", "meg"], **SETTINGS)
+
+
+@pytest.mark.parametrize("target", ["raw", "spectral", "both"])
+def test_eeg_tokens_match_spec(mixed, target: str):
+    modality = EEGModality(patch_seconds=0.5, target=target)
+    spec = modality.spec()
+    for index, channels in ((0, 14), (len(mixed) - 1, 36)):
+        tokens = modality.tokenize(mixed[index], None)
+        tokens.validate(spec)
+        assert len(tokens) == channels * 4  # 2 s windows of 0.5 s patches
+        assert tokens.coords[:, 3].unique().tolist() == [0.0, 1.0, 2.0, 3.0]
+        assert (target != "raw") == ("spectrum" in tokens.targets)
+    streams = {s.name for s in modality.target_streams()}
+    assert streams == {"raw": {"values"}, "spectral": {"spectrum"}, "both": {"values", "spectrum"}}[target]
+
+
+def test_eeg_spectrum_inverts_and_phase_loss_wraps():
+    patches = torch.randn(5, 100)
+    np.testing.assert_allclose(patches_from_spectrum(patch_spectrum(patches), 100), patches, atol=1e-4)
+    target = patch_spectrum(patches)
+    half = target.shape[1] // 2
+    wrapped = target.clone()
+    wrapped[:, half:] += 2 * np.pi  # the same angles, one turn on
+    assert spectral_loss(wrapped, target).abs().max() < 1e-5
+    assert (spectral_loss(target + 0.5, target) > 0.1).all()
+
+
+def test_eeg_mixed_montage_batch_trains_and_padding_is_inert(mixed):
+    modality = EEGModality(patch_seconds=0.5, target="both")
+    batch = collate_tokens([modality.tokenize(mixed[i], None) for i in (0, 1, len(mixed) - 1)])
+    assert batch.pad[:2].sum(1).tolist() == [88, 88] and not batch.pad[2].any()  # 56 EEG vs 144 MEG tokens
+    torch.manual_seed(0)
+    objective = MAE(TokenEncoder(modality.spec(), modality, dim=32, depth=1, heads=2), modality,
+                    decoder_dim=32, decoder_depth=1, decoder_heads=2)
+    for masker in (RandomMasker(0.5), SpanMasker(0.5, span=1, axis=3), GroupMasker(0.5, kinds_column=0,
+                                                                                   coord_axes=[0, 1, 2])):
+        mask = masker(batch, torch.Generator().manual_seed(0))
+        assert not (mask.hidden & batch.pad).any()
+        assert not batch.pad.gather(1, mask.visible_idx)[~mask.visible_pad].any()
+        loss = objective(batch, mask).loss
+        loss.backward()
+        assert torch.isfinite(loss)
+        # garbage in the padding rows changes nothing
+        poisoned = collate_tokens([modality.tokenize(mixed[i], None) for i in (0, 1, len(mixed) - 1)])
+        poisoned.values[poisoned.pad] = 1e6
+        poisoned.targets["spectrum"][poisoned.pad] = 1e6
+        assert torch.allclose(objective(poisoned, mask).loss, loss)
+
+
+def test_eeg_group_masker_hides_whole_channels(mixed):
+    modality = EEGModality(patch_seconds=0.5)
+    batch = collate_tokens([modality.tokenize(mixed[0], None)])
+    mask = GroupMasker(0.5, kinds_column=0, coord_axes=[0, 1, 2])(batch, torch.Generator().manual_seed(1))
+    per_channel = mask.hidden[0].view(14, 4)
+    assert (per_channel.all(1) | ~per_channel.any(1)).all()  # each channel all hidden or all visible
+    assert int(per_channel.all(1).sum()) == 7

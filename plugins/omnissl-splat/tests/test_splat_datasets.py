@@ -1,0 +1,69 @@
+"""Folder reading: labels from class folders, caching, bad files skipped and counted, short objects."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from omnissl.errors import DataError
+from omnissl_splat.datasets import GeneratedShapes, SplatFolder
+from omnissl_splat.generate import SHAPES, make_object
+from omnissl_splat.ply import write_splat_ply
+
+
+def test_folder_labels_and_warm_cache(splat_shapes_dir: Path, tmp_path: Path) -> None:
+    data = SplatFolder(str(splat_shapes_dir), cache_dir=str(tmp_path))
+    assert len(data) == 18 and data.classes == sorted(SHAPES)
+    assert np.bincount(data.labels).tolist() == [3] * 6
+    first = data[0]["splats"]
+    assert first.shape[1] == 14 and isinstance(first, np.memmap)
+    again = SplatFolder(str(splat_shapes_dir), cache_dir=str(tmp_path))
+    np.testing.assert_array_equal(again[5]["splats"], data[5]["splats"])
+
+
+def test_bad_files_are_skipped_with_a_warning_naming_them(splat_shapes_dir: Path, tmp_path: Path) -> None:
+    root = tmp_path / "mixed"
+    shutil.copytree(splat_shapes_dir, root)
+    (root / "cube" / "truncated.ply").write_bytes((root / "cube" / "cube_0000.ply").read_bytes()[:300])
+    (root / "cube" / "notes.ply").write_text("this is not a PLY file")
+    nan = make_object("sphere", 200, np.random.default_rng(0))
+    nan[7, 3] = np.nan
+    write_splat_ply(root / "sphere" / "nan.ply", nan)
+    with pytest.warns(UserWarning) as record:
+        data = SplatFolder(str(root), cache_dir=str(tmp_path / "cache"))
+    messages = "\n".join(str(w.message) for w in record)
+    for name in ("truncated.ply", "notes.ply", "nan.ply"):
+        assert name in messages
+    assert "non-finite" in messages and "opacity" in messages
+    assert len(data) == 18 and len(data.skipped) == 3
+
+
+def test_short_objects_padded_or_skipped_and_counted(splat_shapes_dir: Path, tmp_path: Path) -> None:
+    with pytest.warns(UserWarning, match="padded"):
+        padded = SplatFolder(str(splat_shapes_dir), min_points=190, too_few="pad", cache_dir=str(tmp_path))
+    with pytest.warns(UserWarning, match="fewer than data.min_points"):
+        skipped = SplatFolder(str(splat_shapes_dir), min_points=190, too_few="skip", cache_dir=str(tmp_path))
+    assert 0 < len(padded.short) == len(skipped.short)
+    assert len(padded) == 18 and len(skipped) == 18 - len(skipped.short)
+
+
+def test_nothing_readable_is_a_data_error(tmp_path: Path) -> None:
+    (tmp_path / "a.ply").write_text("garbage")
+    with pytest.warns(UserWarning, match="a.ply"), pytest.raises(DataError, match="no usable .ply"):
+        SplatFolder(str(tmp_path), cache_dir=str(tmp_path / "cache"))
+    with pytest.raises(DataError, match="not a folder"):
+        SplatFolder(str(tmp_path / "missing"))
+
+
+def test_generated_shapes_are_written_once_and_deterministic(tmp_path: Path) -> None:
+    first = GeneratedShapes(per_class=2, num_gaussians=64, seed=3, cache_dir=str(tmp_path))
+    folder = first.root
+    stamp = (folder / "torus" / "torus_0001.ply").stat().st_mtime_ns
+    second = GeneratedShapes(per_class=2, num_gaussians=64, seed=3, cache_dir=str(tmp_path))
+    assert (folder / "torus" / "torus_0001.ply").stat().st_mtime_ns == stamp
+    assert len(second) == 12 and second.labels.tolist() == first.labels.tolist()
+    other = GeneratedShapes(per_class=2, num_gaussians=64, seed=3, cache_dir=str(tmp_path / "elsewhere"))
+    np.testing.assert_array_equal(other[4]["splats"], first[4]["splats"])
