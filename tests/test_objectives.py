@@ -85,3 +85,19 @@ def test_reconstruct_undoes_target_normalisation():
     full = objective.reconstruct(batch, mask)["values"]
     assert full.shape == batch.values.shape
     assert (full[~mask.hidden] == 0).all()
+
+
+@pytest.mark.parametrize("with_mask", [None, "pad", "bias"])
+def test_forward_at_equals_full_stack_then_gather(with_mask):
+    from omnissl.layers import TransformerStack, attention_mask
+    from omnissl.tokens import gather_rows
+
+    torch.manual_seed(0)
+    stack = TransformerStack(32, 2, 4).eval()
+    x = torch.randn(3, 10, 32)
+    idx = torch.tensor([[1, 4, 9], [0, 0, 2], [7, 3, 5]])
+    pad = torch.zeros(3, 10, dtype=torch.bool)
+    pad[1, 6:] = True
+    bias = torch.randn(3, 4, 10, 10) if with_mask == "bias" else None
+    mask = attention_mask(pad, bias, x.dtype) if with_mask else None
+    assert torch.allclose(stack.forward_at(x, idx, mask), gather_rows(stack(x, mask), idx), atol=1e-5)

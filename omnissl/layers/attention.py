@@ -8,8 +8,11 @@ kernel.
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from timm.models.vision_transformer import Block
 from torch import Tensor, nn
+
+from omnissl.tokens import gather_rows
 
 
 def attention_mask(pad: Tensor | None, bias: Tensor | None, dtype: torch.dtype) -> Tensor | None:
@@ -60,6 +63,55 @@ class TransformerStack(nn.Module):
         for block in self.blocks:
             x = block(x, attn_mask=mask)
         return self.norm(x)
+
+    def forward_at(self, x: Tensor, idx: Tensor, mask: Tensor | None = None) -> Tensor:
+        """Outputs at positions ``idx`` (B, M) only: (B, N, dim) -> (B, M, dim).
+
+        Equal to ``gather_rows(self(x, mask), idx)``, but the last block computes queries,
+        attention output and MLP for the M requested tokens only (keys and values still come
+        from all N). An MAE decoder needs its output at hidden tokens alone, so this skips
+        the visible tokens' share of the last block: a quarter of a one-block decoder at
+        mask ratio 0.75.
+        """
+        for block in self.blocks[:-1]:
+            x = block(x, attn_mask=mask)
+        if len(self.blocks):
+            x = query_block(self.blocks[-1], x, idx, mask)
+        else:
+            x = gather_rows(x, idx)
+        return self.norm(x)
+
+
+def query_block(block: Block, x: Tensor, idx: Tensor, mask: Tensor | None) -> Tensor:
+    """timm ``Block`` evaluated for the tokens at ``idx`` only, attending to all of ``x``.
+
+    Args:
+        block: a timm ViT block (pre-norm attention + MLP).
+        x: (B, N, dim) input of the block.
+        idx: (B, M) positions whose outputs are wanted.
+        mask: (B, H or 1, N, N) additive attention mask, or None.
+    Returns:
+        (B, M, dim), equal to ``gather_rows(block(x, mask), idx)``.
+    """
+    attn = block.attn
+    b, n, dim = x.shape
+    m = idx.shape[1]
+    normed = block.norm1(x)  # [B, N, dim]
+    queries = gather_rows(normed, idx)  # [B, M, dim]
+    w_q, w_kv = attn.qkv.weight[:dim], attn.qkv.weight[dim:]
+    b_q, b_kv = (attn.qkv.bias[:dim], attn.qkv.bias[dim:]) if attn.qkv.bias is not None else (None, None)
+    q = F.linear(queries, w_q, b_q).view(b, m, attn.num_heads, attn.head_dim).transpose(1, 2)  # [B, H, M, hd]
+    kv = F.linear(normed, w_kv, b_kv).view(b, n, 2, attn.num_heads, attn.head_dim).permute(2, 0, 3, 1, 4)
+    k, v = kv.unbind(0)  # [B, H, N, hd] each
+    q, k = attn.q_norm(q), attn.k_norm(k)
+    rows = mask  # a key-padding mask (B, 1, 1, N) holds for every query
+    if mask is not None and mask.shape[2] > 1:  # per-query rows: keep those of the queried tokens
+        rows = torch.gather(mask, 2, idx[:, None, :, None].expand(-1, mask.shape[1], -1, n))  # [B, h, M, N]
+    out = F.scaled_dot_product_attention(q, k, v, attn_mask=rows,
+                                         dropout_p=attn.attn_drop.p if block.training else 0.0)
+    out = attn.proj_drop(attn.proj(attn.norm(out.transpose(1, 2).reshape(b, m, dim))))
+    h = gather_rows(x, idx) + block.drop_path1(block.ls1(out))
+    return h + block.drop_path2(block.ls2(block.mlp(block.norm2(h))))
 
 
 def init_weights(module: nn.Module) -> None:

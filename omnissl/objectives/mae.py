@@ -68,8 +68,10 @@ class MAE(Objective):
         if self.decoder_kinds is not None:
             x = x + self.decoder_kinds(batch.kinds, mask.hidden)  # content kinds stay hidden
         bias = project_bias(batch.attn_bias, self.decoder_bias) if batch.attn_bias is not None else None
-        x = self.decoder(x, attention_mask(batch.pad, bias, x.dtype))  # [B, N, Dd]
-        return x if all_tokens else gather_rows(x, mask.hidden_idx)  # [B, N or M, Dd]
+        attn_mask = attention_mask(batch.pad, bias, x.dtype)
+        if all_tokens:
+            return self.decoder(x, attn_mask)  # [B, N, Dd]
+        return self.decoder.forward_at(x, mask.hidden_idx, attn_mask)  # [B, M, Dd]: only hidden outputs
 
     def forward(self, batch: TokenBatch, mask: Mask) -> ObjectiveOutput:
         latent = self.forward_encoder(batch, mask)
