@@ -52,18 +52,19 @@ def plot_traces(batch: TokenBatch, hidden: Tensor, predictions: dict[str, Tensor
         labelled = False
         for row, c in enumerate(picked):
             offset = -row * spread
+            level = offset + float(values[c].mean())  # the trace's baseline: bands centre on it
             ax.plot(time, values[c].reshape(-1) + offset, color="black", lw=0.7,
                     label="original" if row == 0 else None)
             for p in range(n_p):
                 if not mask[c, p]:
                     continue
                 span = slice(p * patch, (p + 1) * patch)
-                ax.add_patch(Rectangle((float(time[span][0]), offset - spread / 2), patch / sfreq, spread,
+                ax.add_patch(Rectangle((float(time[span][0]), level - spread / 2), patch / sfreq, spread,
                                        color="tab:orange", alpha=0.2, lw=0))
                 ax.plot(time[span], pred[c, p] + offset, color="tab:red", lw=0.9,
                         label=None if labelled else "reconstruction (hidden)")
                 labelled = True
-            ax.text(float(time[0]), offset + spread * 0.3, names[c], fontsize=8)
+            ax.text(float(time[0]), level + spread * 0.3, names[c], fontsize=8)
         ax.set_yticks([])
         ax.set_xlabel("time (s)")
         ax.set_title(f"sample {b}: {n_ch} channels x {n_p} patches, {int(mask.sum())} hidden", fontsize=9)
