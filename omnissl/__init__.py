@@ -12,6 +12,7 @@ __version__ = "0.1.0"
 
 hookimpl = pluggy.HookimplMarker("omnissl")
 
+from omnissl.badinput import skip_or_raise  # noqa: E402
 from omnissl.errors import DataError, OmnisslError, PluginError, RecipeError, TrainingError  # noqa: E402
 from omnissl.modality import Modality, TargetStream, mse_loss  # noqa: E402
 from omnissl.tokens import CoordGroup, TokenBatch, Tokens, TokenSpec, collate_tokens  # noqa: E402
@@ -19,5 +20,5 @@ from omnissl.tokens import CoordGroup, TokenBatch, Tokens, TokenSpec, collate_to
 __all__ = [
     "__version__", "hookimpl", "Modality", "TargetStream", "mse_loss", "CoordGroup", "TokenBatch",
     "Tokens", "TokenSpec", "collate_tokens", "OmnisslError", "RecipeError", "PluginError", "DataError",
-    "TrainingError",
+    "TrainingError", "skip_or_raise",
 ]

@@ -1,6 +1,5 @@
 import inspect
 import re
-import sys
 import textwrap
 from pathlib import Path
 

@@ -14,7 +14,7 @@ from omnissl.encoders.transformer import gather_tokens, project_bias
 from omnissl.layers import KindEmbedding, PositionEncoding, TransformerStack, attention_mask, init_weights
 from omnissl.maskers.base import Mask
 from omnissl.modality import Modality
-from omnissl.objectives.base import Objective, ObjectiveOutput, gather_rows
+from omnissl.objectives.base import Objective, ObjectiveOutput
 from omnissl.tokens import TokenBatch
 
 

@@ -22,6 +22,7 @@ from typing import Sequence
 
 import numpy as np
 
+from omnissl import skip_or_raise
 from omnissl.errors import DataError
 from omnissl_audio.decode import load_audio
 from omnissl_audio.frontend import FrontEnd
@@ -133,18 +134,14 @@ class FeatureCache:
                     try:
                         waveform = load_audio(clip.path, frontend.sample_rate, clip.start, clip.end)
                     except Exception as exc:  # libsndfile raises several types for broken files
-                        reason = f"cannot decode audio ({exc})"
-                        if strict:
-                            raise DataError(f"{clip.describe()}: {reason}; fix or remove the file, or set "
-                                            f"data.strict=false to skip it") from exc
-                        skipped.append((clip.describe(), reason))
+                        # Reported each time the cache is opened (warm too), so no warning here.
+                        skip_or_raise(skipped, clip.describe(), f"cannot decode audio ({exc})", strict,
+                                      cause=exc, warn=False)
                         continue
                     if waveform.numel() < frontend.window_samples:
                         reason = (f"{waveform.numel()} samples, shorter than one {frontend.frame_length_ms:g} ms "
                                   f"analysis window")
-                        if strict:
-                            raise DataError(f"{clip.describe()}: {reason}")
-                        skipped.append((clip.describe(), reason))
+                        skip_or_raise(skipped, clip.describe(), reason, strict, warn=False)
                         continue
                     mel = frontend(waveform).numpy()  # [frames, mels]
                     if float(waveform.abs().max()) < SILENCE_PEAK:

@@ -18,6 +18,7 @@ from typing import Any, Sequence
 import numpy as np
 from monai.data import PersistentDataset
 
+from omnissl import skip_or_raise
 from omnissl.errors import DataError
 from omnissl_ct.phantom import TISSUES, make_phantom, write_nifti
 from omnissl_ct.preprocessing import PreprocessSettings, deterministic_transforms
@@ -57,10 +58,7 @@ class VolumeCache:
                 everything[i]  # read, check and cache the volume once (a cache hit when warm)
             except Exception as exc:
                 reason = _root_cause(exc)
-                if strict:
-                    raise DataError(f"cannot use volume {source.path}: {reason}") from exc
-                warnings.warn(f"skipping volume {source.path}: {reason}")
-                self.skipped.append((source.path, reason))
+                skip_or_raise(self.skipped, source.path, reason, strict, what="volume", cause=exc)
                 continue
             kept.append(i)
         self.sources = [sources[i] for i in kept]

@@ -13,6 +13,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from omnissl import skip_or_raise
 from omnissl.errors import DataError
 from omnissl_eeg.cache import WindowCache, default_cache_dir
 from omnissl_eeg.preprocessing import DEFAULT_REJECT, Preprocessing, Windows, preprocess
@@ -119,10 +120,7 @@ class EEGFolder(WindowDataset):
             try:
                 windows = self._load(path, cache, settings, folder if bids else None)
             except DataError as exc:
-                if strict:
-                    raise
-                warnings.warn(f"skipping {path}: {exc}")
-                skipped.append((str(path), str(exc)))
+                skip_or_raise(skipped, str(path), str(exc), strict, cause=exc)
                 continue
             if len(windows.data):
                 recordings.append(windows)

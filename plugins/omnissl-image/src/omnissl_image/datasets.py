@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 
+from omnissl import skip_or_raise
 from omnissl.errors import DataError
 
 EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
@@ -55,10 +56,7 @@ class ImageFolder:
                 with Image.open(path) as image:
                     image.verify()  # header and checksums, without decoding every pixel
             except Exception as exc:
-                if strict:
-                    raise DataError(f"cannot read image {path}: {exc}") from exc
-                warnings.warn(f"skipping unreadable image {path}: {exc}")
-                self.skipped.append((path, str(exc)))
+                skip_or_raise(self.skipped, path, str(exc), strict, what="unreadable image", cause=exc)
                 continue
             self.files.append(path)
         if not self.files:

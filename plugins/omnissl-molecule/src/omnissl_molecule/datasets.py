@@ -11,6 +11,7 @@ import numpy as np
 from rdkit import Chem
 from rdkit.Chem.MolStandardize import rdMolStandardize
 
+from omnissl import skip_or_raise
 from omnissl.errors import DataError
 from omnissl_molecule.cache import CachedMolecules, cache_key, default_cache_dir, write_cache
 from omnissl_molecule.features import FEATURE_VERSION, MoleculeArrays, featurize
@@ -79,10 +80,7 @@ class MoleculeFiles:
         for path in self.files:
             for record in read_file(path, settings["smiles_column"], settings["label"], settings["hydrogens"]):
                 if record.mol is None:
-                    if strict:
-                        raise DataError(f"{record.where}: {record.error} (data.strict is on)")
-                    warnings.warn(f"skipping {record.where}: {record.error}")
-                    skipped.append((record.where, record.error))
+                    skip_or_raise(skipped, record.where, record.error, strict)
                     continue
                 mol = record.mol
                 if chooser is not None and len(Chem.GetMolFrags(mol)) > 1:

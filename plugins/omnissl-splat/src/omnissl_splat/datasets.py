@@ -16,6 +16,7 @@ from typing import Any, Literal
 
 import numpy as np
 
+from omnissl import skip_or_raise
 from omnissl.errors import DataError
 from omnissl_splat.generate import SHAPES, generate_shapes
 from omnissl_splat.ply import SplatFormatError, read_splat_ply
@@ -80,10 +81,7 @@ class SplatFolder:
             try:
                 count = self._ensure_cached(path, cached)
             except SplatFormatError as exc:
-                if strict:
-                    raise DataError(f"cannot use {path}: {exc}") from exc
-                warnings.warn(f"skipping {path}: {exc}")
-                self.skipped.append((path, str(exc)))
+                skip_or_raise(self.skipped, path, str(exc), strict, cause=exc)
                 continue
             if count < min_points:
                 self.short.append((path, count))
