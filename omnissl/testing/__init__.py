@@ -8,12 +8,13 @@ method against your modality (the langchain-tests pattern)::
         def make_modality(self):
             return EEGModality(patch_seconds=1.0)
 
-        def make_dataset(self):
-            return UEAEpochs("Blink", limit=16)
+        def make_dataset(self, tmp_path):  # pytest's tmp_path, for files and caches
+            return UEAEEG("EyesOpenShut")
 """
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -35,18 +36,18 @@ class ModalityConformance:
     def make_modality(self) -> Modality:
         raise NotImplementedError
 
-    def make_dataset(self) -> Any:
+    def make_dataset(self, tmp_path: Path) -> Any:
         raise NotImplementedError
 
-    def _batch(self, augment: bool) -> tuple[Modality, TokenBatch]:
+    def _batch(self, tmp_path: Path, augment: bool) -> tuple[Modality, TokenBatch]:
         modality = self.make_modality()
-        tokens = TokenDataset(self.make_dataset(), modality)
+        tokens = TokenDataset(self.make_dataset(tmp_path), modality)
         n = min(self.batch_size, len(tokens))
         items = [tokens[(i, 1234 + i if augment else None)] for i in range(n)]
         return modality, modality.on_device(collate_tokens(items))
 
-    def test_tokens_follow_spec(self) -> None:
-        modality, batch = self._batch(augment=True)
+    def test_tokens_follow_spec(self, tmp_path: Path) -> None:
+        modality, batch = self._batch(tmp_path, augment=True)
         spec = modality.spec()
         assert batch.values.shape[-1] == spec.value_dim
         assert batch.coords.shape[-1] == spec.coord_dim
@@ -59,17 +60,17 @@ class ModalityConformance:
                 assert int(real.min()) >= 0 and int(real.max()) < vocab, f"kinds column {column} out of range"
         assert (~batch.pad).any(dim=1).all(), "a sample has no real token"
 
-    def test_tokenize_is_deterministic(self) -> None:
+    def test_tokenize_is_deterministic(self, tmp_path: Path) -> None:
         modality = self.make_modality()
-        dataset = self.make_dataset()
+        dataset = self.make_dataset(tmp_path)
         first = modality.tokenize(dataset[0], np.random.default_rng(7))
         second = modality.tokenize(dataset[0], np.random.default_rng(7))
         assert torch.equal(first.values, second.values) and torch.equal(first.coords, second.coords)
         plain = [modality.tokenize(dataset[0], None) for _ in range(2)]
         assert torch.equal(plain[0].values, plain[1].values), "tokenize(sample, None) must not be random"
 
-    def test_mae_loss_ignores_padding(self) -> None:
-        modality, batch = self._batch(augment=False)
+    def test_mae_loss_ignores_padding(self, tmp_path: Path) -> None:
+        modality, batch = self._batch(tmp_path, augment=False)
         torch.manual_seed(0)
         encoder = TokenEncoder(modality.spec(), modality, size="tiny", dim=32, depth=1, heads=2)
         objective = MAE(encoder, modality, decoder_dim=32, decoder_depth=1, decoder_heads=2).eval()

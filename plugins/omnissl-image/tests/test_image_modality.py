@@ -12,7 +12,7 @@ class TestImageConformance(ModalityConformance):
     def make_modality(self):
         return ImageModality(image_size=32, patch_size=8, channels=3)
 
-    def make_dataset(self):
+    def make_dataset(self, tmp_path):
         return SkimageTiles(names=["camera"], tile=48, stride=96)
 
 
@@ -20,7 +20,7 @@ class TestDigitsConformance(ModalityConformance):
     def make_modality(self):
         return ImageModality(image_size=8, patch_size=2, channels=1, hflip=False)
 
-    def make_dataset(self):
+    def make_dataset(self, tmp_path):
         return DigitsDataset()
 
 
