@@ -71,6 +71,7 @@ class ProbeConfig:
     max_samples: int = 20000
     batch_size: int = 128
     seed: int = 0
+    pool: str = "mean"  # mean | max | mean_max (Point-MAE's readout: both, concatenated)
 
 
 @dataclass
@@ -297,6 +298,9 @@ def _check_values(recipe: Recipe, lines: _Lines) -> None:
     if recipe.probe.metric not in ("auto", "accuracy", "balanced_accuracy", "r2", "rmse"):
         raise RecipeError(f"{lines.where(src, 'probe.metric')}: probe.metric must be auto, accuracy, "
                           f"balanced_accuracy, r2 or rmse")
+    if recipe.probe.pool not in ("mean", "max", "mean_max"):
+        raise RecipeError(f"{lines.where(src, 'probe.pool')}: probe.pool must be mean, max or mean_max, "
+                          f"got {recipe.probe.pool!r}")
 
 
 def recipe_index(registry: Registry) -> dict[str, Path]:

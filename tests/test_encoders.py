@@ -74,3 +74,16 @@ def test_unknown_size_is_a_recipe_error():
 
     with pytest.raises(RecipeError, match="encoder.size"):
         get_registry().get("encoders", "transformer")(SPEC, Toy(), size="huge")
+
+
+def test_pooling_ignores_padding():
+    from omnissl.encoders.transformer import TokenEncoder
+
+    features = torch.tensor([[[1.0, -2.0], [3.0, 0.0], [99.0, 99.0]], [[-1.0, -1.0], [0.0, 0.0], [0.0, 0.0]]])
+    pad = torch.tensor([[False, False, True], [False, True, True]])
+    assert torch.equal(TokenEncoder.pool(features, pad), torch.tensor([[2.0, -1.0], [-1.0, -1.0]]))
+    assert torch.equal(TokenEncoder.pool(features, pad, "max"), torch.tensor([[3.0, 0.0], [-1.0, -1.0]]))
+    both = TokenEncoder.pool(features, pad, "mean_max")
+    assert both.shape == (2, 4) and torch.equal(both[:, 2:], TokenEncoder.pool(features, pad, "max"))
+    with pytest.raises(ValueError, match="mean_max"):
+        TokenEncoder.pool(features, pad, "cls")

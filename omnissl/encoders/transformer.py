@@ -19,6 +19,8 @@ from omnissl.layers import KindEmbedding, PositionEncoding, TransformerStack, at
 from omnissl.tokens import TokenBatch, TokenSpec, gather_rows
 
 # name: (width, depth, heads), as timm's vit_{tiny,small,base,large}_patch16_224.
+POOLS = ("mean", "max", "mean_max")
+
 SIZES: dict[str, tuple[int, int, int]] = {
     "tiny": (192, 12, 3),
     "small": (384, 12, 6),
@@ -92,10 +94,21 @@ class TokenEncoder(nn.Module):
         return self.forward(batch.values, batch.coords, batch.kinds, batch.pad, batch.attn_bias)
 
     @staticmethod
-    def pool(features: Tensor, pad: Tensor) -> Tensor:
-        """Mean over real tokens: (B, N, dim), (B, N) -> (B, dim)."""
+    def pool(features: Tensor, pad: Tensor, how: str = "mean") -> Tensor:
+        """Pool over real tokens: (B, N, dim), (B, N) -> (B, dim), or (B, 2 * dim) for ``mean_max``.
+
+        ``mean`` is MAE's readout; ``max`` and ``mean_max`` (mean and max concatenated) are
+        Point-MAE's, better suited when a class shows in a few tokens among many similar ones.
+        """
+        if how not in POOLS:
+            raise ValueError(f"pool must be one of {', '.join(POOLS)}, got {how!r}")
         keep = (~pad).unsqueeze(-1).to(features.dtype)
-        return (features * keep).sum(1) / keep.sum(1).clamp(min=1)
+        mean = (features * keep).sum(1) / keep.sum(1).clamp(min=1)
+        if how == "mean":
+            return mean
+        peak = features.masked_fill(pad.unsqueeze(-1), float("-inf")).amax(1)
+        peak = torch.where(torch.isfinite(peak), peak, torch.zeros_like(peak))  # an all-padding row
+        return peak if how == "max" else torch.cat([mean, peak], dim=-1)
 
 
 def project_bias(attn_bias: Tensor, proj: nn.Linear | None) -> Tensor:

@@ -32,14 +32,14 @@ def _sklearn() -> Any:
 
 @torch.no_grad()
 def encode(encoder: torch.nn.Module, tokens: TokenDataset, indices: np.ndarray, batch_size: int,
-           device: torch.device) -> np.ndarray:
-    """Mean-pooled encoder features of un-augmented samples: (len(indices), dim)."""
+           device: torch.device, pool: str = "mean") -> np.ndarray:
+    """Pooled encoder features of un-augmented samples: (len(indices), dim or 2 * dim)."""
     encoder.eval()
     out = []
     for batch in make_loader(tokens, fixed_batches(indices, batch_size), 0):
         batch = tokens.modality.on_device(batch.to(device))
         features = encoder.forward_batch(batch)
-        out.append(encoder.pool(features.float(), batch.pad).cpu().numpy())
+        out.append(encoder.pool(features.float(), batch.pad, pool).cpu().numpy())
     return np.concatenate(out)
 
 
@@ -105,8 +105,8 @@ def run_probes(pretrained: torch.nn.Module, random_init: torch.nn.Module, tokens
     y_train, y_test = labels[keep_train], labels[keep_test]
     report: dict[str, Any] = {}
     for name, encoder in (("pretrained", pretrained), ("random", random_init)):
-        x_train = encode(encoder, tokens, keep_train, config.batch_size, device)
-        x_test = encode(encoder, tokens, keep_test, config.batch_size, device)
+        x_train = encode(encoder, tokens, keep_train, config.batch_size, device, config.pool)
+        x_test = encode(encoder, tokens, keep_test, config.batch_size, device, config.pool)
         report[name] = score_features(x_train, y_train, x_test, y_test, task, config)
     base_train = baseline(tokens, keep_train)
     if base_train is not None:
