@@ -11,13 +11,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 
-from omnissl.tokens import TokenBatch, Tokens, TokenSpec
+from omnissl.tokens import TokenBatch, Tokens, TokenSpec, collate_tokens
 
 
 def mse_loss(pred: Tensor, target: Tensor) -> Tensor:
@@ -69,6 +69,27 @@ class Modality:
                 means no augmentation (validation, probes, plots).
         """
         raise NotImplementedError
+
+    def tokenize_batch(self, dataset: Any, indices: Sequence[int], seeds: Sequence[int | None]) -> TokenBatch:
+        """Read and tokenise a whole batch at once (optional, for speed).
+
+        Override it when per-sample Python work dominates data loading: the modality
+        knows its plugin's data sets, so it can read a batch in one pass (slicing a
+        memory map straight into the batch, say) and tokenise with tensor ops. For a data
+        set it does not know, fall back to this default: ``dataset[i]``, ``tokenize``, pad.
+
+        Args:
+            dataset: the data set.
+            indices: the batch's samples, sorted (a batch is a set, and sorted reads are
+                contiguous on disk).
+            seeds: one augmentation seed per sample, None for no augmentation; use
+                ``np.random.default_rng(seed)`` so both paths draw the same augmentation.
+        Returns:
+            what :func:`collate_tokens` makes of ``tokenize`` on each sample; the core fills
+            in ``labels``.
+        """
+        return collate_tokens([self.tokenize(dataset[i], None if seed is None else np.random.default_rng(seed))
+                               for i, seed in zip(indices, seeds)])
 
     def target_streams(self) -> list[TargetStream]:
         """What objectives predict for hidden tokens; by default the values with MSE."""

@@ -142,6 +142,34 @@ class TokenBatch:
         """The target stream ``name``; ``"values"`` is the token values themselves."""
         return self.values if name == "values" else self.targets[name]
 
+    def validate(self, spec: TokenSpec, where: str = "batch") -> None:
+        """Check shapes against ``spec``; raise ValueError naming the field that is wrong."""
+        b, n = self.values.shape[:2] if self.values.ndim == 3 else (None, None)
+        checks = [
+            (self.values.ndim == 3 and self.values.shape[2] == spec.value_dim,
+             f"values must be (batch, tokens, {spec.value_dim}), got {tuple(self.values.shape)}"),
+            (tuple(self.coords.shape) == (b, n, spec.coord_dim),
+             f"coords must be ({b}, {n}, {spec.coord_dim}), got {tuple(self.coords.shape)}"),
+            (tuple(self.pad.shape) == (b, n) and self.pad.dtype == torch.bool,
+             f"pad must be bool ({b}, {n}), got {self.pad.dtype} {tuple(self.pad.shape)}"),
+        ]
+        if spec.kind_vocab:
+            ok = self.kinds is not None and tuple(self.kinds.shape) == (b, n, len(spec.kind_vocab))
+            checks.append((ok, f"kinds must be ({b}, {n}, {len(spec.kind_vocab)}), got "
+                               f"{None if self.kinds is None else tuple(self.kinds.shape)}"))
+        if spec.bias_channels:
+            want = (b, n, n) if spec.bias_channels == 1 else (b, n, n, spec.bias_channels)
+            ok = self.attn_bias is not None and tuple(self.attn_bias.shape) == want
+            checks.append((ok, f"attn_bias must be {want}, got "
+                               f"{None if self.attn_bias is None else tuple(self.attn_bias.shape)}"))
+        for name, target in self.targets.items():
+            checks.append((tuple(target.shape[:2]) == (b, n),
+                           f"targets[{name!r}] is {tuple(target.shape)} for ({b}, {n}) tokens"))
+        checks.append((len(self.meta) in (0, b), f"meta has {len(self.meta)} entries for {b} samples"))
+        for ok, message in checks:
+            if not ok:
+                raise ValueError(f"{where}: {message}")
+
     def to(self, device: torch.device | str, non_blocking: bool = False) -> "TokenBatch":
         def move(t: Tensor | None) -> Tensor | None:
             return None if t is None else t.to(device, non_blocking=non_blocking)
@@ -192,6 +220,8 @@ def collate_tokens(samples: Sequence[Tokens]) -> TokenBatch:
     Padding rows are zeros and are marked in ``pad``; maskers never make them
     visible and objectives never score them.
     """
+    if isinstance(samples, TokenBatch):  # tokenised as a batch already (Modality.tokenize_batch)
+        return samples
     if not samples:
         raise ValueError("collate_tokens got an empty list of samples")
     lengths = [len(s) for s in samples]

@@ -69,6 +69,28 @@ class ModalityConformance:
         plain = [modality.tokenize(dataset[0], None) for _ in range(2)]
         assert torch.equal(plain[0].values, plain[1].values), "tokenize(sample, None) must not be random"
 
+    def test_batched_tokenisation_matches_per_sample(self, tmp_path: Path) -> None:
+        """A modality that overrides ``tokenize_batch`` must make exactly what per-sample
+        ``tokenize`` and the core's collate make (the loader uses the first, plots the second)."""
+        modality = self.make_modality()
+        tokens = TokenDataset(self.make_dataset(tmp_path), modality)
+        if not tokens.batched:
+            return
+        n = len(tokens)
+        keys = [(i, None if k % 2 else 99 + i) for k, i in enumerate(sorted({n - 1, 0, n // 2, 1 % n}, reverse=True))]
+        fast = collate_tokens(tokens.__getitems__(keys))
+        slow = collate_tokens([tokens[key] for key in sorted(keys)])
+        for name in ("values", "coords", "pad", "kinds", "attn_bias"):
+            a, b = getattr(fast, name), getattr(slow, name)
+            assert (a is None) == (b is None), f"{name} present on one path only"
+            if a is not None:
+                assert a.shape == b.shape and torch.allclose(a.float(), b.float(), atol=1e-6), f"{name} differs"
+        assert fast.targets.keys() == slow.targets.keys()
+        for name in fast.targets:
+            assert torch.allclose(fast.targets[name].float(), slow.targets[name].float(), atol=1e-5), name
+        assert torch.equal(fast.labels.isnan(), slow.labels.isnan())
+        assert torch.equal(fast.labels.nan_to_num(), slow.labels.nan_to_num())
+
     def test_mae_loss_ignores_padding(self, tmp_path: Path) -> None:
         modality, batch = self._batch(tmp_path, augment=False)
         torch.manual_seed(0)

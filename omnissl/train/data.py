@@ -1,7 +1,7 @@
 """Seeded, resumable data loading: the batch at step s is a pure function of (seed, s).
 
 Every random choice a worker makes for a sample (augmentation) comes from a
-generator seeded by (seed, epoch, index), and the order of samples in each
+generator seeded by a draw from (seed, epoch) for that sample, and the order of samples in each
 epoch from one seeded by (seed, epoch); so a resumed run starts at the right
 batch without replaying the ones before it, and ``num_workers`` does not change
 the data.
@@ -17,7 +17,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from omnissl.errors import DataError
 from omnissl.modality import Modality
-from omnissl.tokens import Tokens, collate_tokens
+from omnissl.tokens import TokenBatch, Tokens, collate_tokens
 
 
 def split_indices(n: int, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -48,6 +48,7 @@ class TokenDataset(Dataset):
         # spec() describes the tokens the encoder sees; a modality that finishes tokenising
         # on the device (on_device) emits something else here, checked after on_device.
         self.check_spec = type(modality).on_device is Modality.on_device
+        self.batched = type(modality).tokenize_batch is not Modality.tokenize_batch
 
     def __len__(self) -> int:
         return len(self.dataset)
@@ -65,6 +66,28 @@ class TokenDataset(Dataset):
         if self.labels is not None:
             tokens.label = self.labels[index].item()
         return tokens
+
+
+    def __getitems__(self, keys: Sequence[tuple[int, int | None]]) -> list[Tokens] | TokenBatch:
+        """A whole batch (the DataLoader's batched fetch): per-sample tokens for
+        :func:`collate_tokens`, or a finished :class:`TokenBatch` when the modality
+        tokenises batches itself; then the keys are sorted by index first."""
+        if not self.batched:
+            return [self[key] for key in keys]
+        keys = sorted(keys, key=lambda key: key[0])
+        indices = [int(index) for index, _ in keys]
+        batch = self.modality.tokenize_batch(self.dataset, indices, [seed for _, seed in keys])
+        if self.check_spec:
+            try:
+                batch.validate(self.spec, where=f"{self.modality.name} batch of samples {indices[:4]}...")
+            except ValueError as exc:
+                raise DataError(f"{exc} (the modality's tokenize_batch() does not match its spec())") from exc
+        if self.labels is not None:
+            batch.labels = torch.tensor([float("nan") if label is None else float(label)
+                                         for label in self.labels[indices]], dtype=torch.float64)
+        else:
+            batch.labels = torch.full((len(indices),), float("nan"), dtype=torch.float64)
+        return batch
 
 
 class SeededBatchSampler(Sampler):
@@ -90,12 +113,15 @@ class SeededBatchSampler(Sampler):
         batch = self.start
         while True:
             epoch, offset = divmod(batch, self.per_epoch)
-            order = np.random.default_rng([self.seed, epoch]).permutation(len(self.indices))
+            rng = np.random.default_rng([self.seed, epoch])
+            order = rng.permutation(len(self.indices))
+            # One draw per epoch, not a SeedSequence per item: that cost 8 us a sample.
+            seeds = rng.integers(0, 2**63 - 1, size=len(self.indices), dtype=np.int64) if self.augment else None
             for b in range(offset, self.per_epoch):
                 chosen = order[b * self.batch_size:(b + 1) * self.batch_size]
-                yield [(int(self.indices[i]),
-                        int(np.random.SeedSequence([self.seed, epoch, int(self.indices[i])]).generate_state(1)[0])
-                        if self.augment else None) for i in chosen]
+                index = self.indices[chosen].tolist()
+                yield (list(zip(index, seeds[chosen].tolist())) if seeds is not None
+                       else [(i, None) for i in index])
             batch = (epoch + 1) * self.per_epoch
 
 

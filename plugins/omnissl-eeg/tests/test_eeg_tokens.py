@@ -76,3 +76,26 @@ def test_eeg_group_masker_hides_whole_channels(mixed):
     per_channel = mask.hidden[0].view(14, 4)
     assert (per_channel.all(1) | ~per_channel.any(1)).all()  # each channel all hidden or all visible
     assert int(per_channel.all(1).sum()) == 7
+
+
+@pytest.mark.parametrize("target", ["raw", "both"])
+def test_eeg_batched_tokens_equal_per_sample_tokens(mixed, target: str):
+    """get_batch + tokenize_batch (the loader's fast path) make exactly the batch that tokenising
+    each window and padding makes, across a mixed EEG (14 ch) + MEG (36 ch) batch."""
+    from omnissl.train.data import TokenDataset
+
+    modality = EEGModality(patch_seconds=0.5, target=target)
+    tokens = TokenDataset(mixed, modality)
+    assert tokens.batched
+    keys = [(len(mixed) - 1, None), (0, 7), (2, None), (len(mixed) - 2, 3)]  # unsorted on purpose
+    fast = collate_tokens(tokens.__getitems__(keys))
+    slow = collate_tokens([tokens[key] for key in sorted(keys)])
+    assert fast.pad.sum().item() == slow.pad.sum().item() > 0
+    for name in ("values", "coords", "pad", "kinds"):
+        assert torch.equal(getattr(fast, name), getattr(slow, name)), name
+    assert fast.targets.keys() == slow.targets.keys()
+    for name in fast.targets:
+        torch.testing.assert_close(fast.targets[name], slow.targets[name])
+    assert fast.meta == slow.meta
+    np.testing.assert_array_equal(fast.labels.numpy(), slow.labels.numpy())
+    fast.validate(modality.spec())

@@ -20,7 +20,7 @@ from monai.data import PersistentDataset
 
 from omnissl import skip_or_raise
 from omnissl.errors import DataError
-from omnissl_ct.phantom import TISSUES, make_phantom, write_nifti
+from omnissl_ct.phantom import GENERATOR_VERSION, LESIONS, make_phantom, write_nifti
 from omnissl_ct.preprocessing import PreprocessSettings, deterministic_transforms
 from omnissl_ct.readers import Source, discover
 
@@ -143,7 +143,7 @@ class CTPhantoms:
 
     def __init__(self, n: int = 200, shape: list[int] = (48, 48, 48), spacing: list[float] = (2.0, 2.0, 2.0),
                  seed: int = 0, real_volumes: bool = True, cache_dir: str = DEFAULT_CACHE):
-        folder = Path(cache_dir).expanduser() / f"phantoms-n{n}-s{seed}-{'x'.join(map(str, shape))}-" \
+        folder = Path(cache_dir).expanduser() / f"phantoms-v{GENERATOR_VERSION}-n{n}-s{seed}-{'x'.join(map(str, shape))}-" \
                                                 f"{'x'.join(map(str, spacing))}"
         labels_file = folder / "labels.json"
         if not labels_file.is_file():
@@ -163,7 +163,7 @@ class CTPhantoms:
             self.parts.append(VolumeCache([Source(mni152_t1_path(), "nifti")], mr, cache_dir))
             label_list += [float("nan")] * len(self.parts[1])
         self.labels = np.array(label_list)
-        self.classes = [name for name, _ in TISSUES]
+        self.classes = list(LESIONS)
         self.task = "classification"
         self.skipped = [s for part in self.parts for s in part.skipped]
 

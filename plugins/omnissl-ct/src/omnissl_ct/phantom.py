@@ -17,11 +17,18 @@ from typing import Sequence
 
 import numpy as np
 
+# Bumped whenever make_phantom draws differently, so cached phantom sets are regenerated.
+GENERATOR_VERSION = 2
 AIR_HU = -1000.0
 SOFT_TISSUE_HU = 40.0
-# Typical attenuation of each insert class (HU; liver as in a contrast-enhanced portal-venous
-# scan, brighter than unenhanced soft tissue); the label is the index in this tuple.
+FLUID_HU = 5.0
+# Typical attenuation of insert materials (HU; liver as in a contrast-enhanced portal-venous
+# scan, brighter than unenhanced soft tissue).
 TISSUES: tuple[tuple[str, float], ...] = (("lung", -800.0), ("fat", -100.0), ("liver", 120.0), ("bone", 700.0))
+# Morphology of the central lesion, the phantom's label (its index here), after radiology's
+# descriptors: solid and homogeneous; hollow (a wall around fluid, as a cyst or an abscess);
+# lobulated (a cluster of round lobes); mottled (material and soft tissue in patches).
+LESIONS: tuple[str, ...] = ("solid", "hollow", "lobulated", "mottled")
 
 
 @dataclass
@@ -31,12 +38,15 @@ class Phantom:
     Attributes:
         hu: (X, Y, Z) float32 Hounsfield units, axes in RAS order.
         spacing: voxel size in mm along X, Y, Z.
-        label: index into :data:`TISSUES` of the central lesion's class.
+        label: index into :data:`LESIONS` of the central lesion's morphology.
+        tissue: index into :data:`TISSUES` of the lesion's material, drawn independently of
+            the label, so the label cannot be read from intensity alone.
     """
 
     hu: np.ndarray
     spacing: tuple[float, float, float]
     label: int
+    tissue: int
 
 
 def _ellipsoid(grid: Sequence[np.ndarray], centre: np.ndarray, radii: np.ndarray) -> np.ndarray:
@@ -44,8 +54,39 @@ def _ellipsoid(grid: Sequence[np.ndarray], centre: np.ndarray, radii: np.ndarray
     return sum(((g - c) / r) ** 2 for g, c, r in zip(grid, centre, radii)) <= 1.0
 
 
+def _smooth(field: np.ndarray, sigma: float) -> np.ndarray:
+    from scipy.ndimage import gaussian_filter
+
+    return gaussian_filter(field, sigma, mode="nearest")
+
+
+def _lesion(kind: str, grid: Sequence[np.ndarray], centre: np.ndarray, radii: np.ndarray,
+            rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """(material, fluid) boolean masks of a central lesion of the given morphology."""
+    outer = _ellipsoid(grid, centre, radii)
+    nothing = np.zeros_like(outer)
+    if kind == "solid":
+        return outer, nothing
+    if kind == "hollow":
+        wall = rng.uniform(1.8, 2.8)
+        inner = _ellipsoid(grid, centre, np.maximum(radii - wall, 1.0))
+        return outer & ~inner, inner
+    if kind == "lobulated":
+        lobes = _ellipsoid(grid, centre, radii * 0.45)
+        for _ in range(int(rng.integers(4, 7))):
+            direction = rng.normal(size=3)
+            direction /= np.linalg.norm(direction)
+            lobes |= _ellipsoid(grid, centre + 0.6 * radii * direction, radii * rng.uniform(0.35, 0.5))
+        return lobes, nothing
+    if kind == "mottled":
+        patches = _smooth(rng.normal(size=outer.shape).astype(np.float32), 1.2) > 0
+        return outer & patches, nothing
+    raise ValueError(f"unknown lesion kind {kind!r}")
+
+
 def make_phantom(rng: np.random.Generator, shape: Sequence[int] = (48, 48, 48),
-                 spacing: Sequence[float] = (2.0, 2.0, 2.0), noise_hu: float = 20.0) -> Phantom:
+                 spacing: Sequence[float] = (2.0, 2.0, 2.0), noise_hu: float = 20.0,
+                 blur_voxels: float = 0.6) -> Phantom:
     """Draw one phantom.
 
     Args:
@@ -53,6 +94,7 @@ def make_phantom(rng: np.random.Generator, shape: Sequence[int] = (48, 48, 48),
         shape: (X, Y, Z) voxels.
         spacing: voxel size in mm.
         noise_hu: standard deviation of the additive Gaussian noise (CT quantum noise stand-in).
+        blur_voxels: standard deviation of the Gaussian point-spread function (partial volume).
     """
     shape = tuple(int(s) for s in shape)
     grid = np.meshgrid(*(np.arange(s, dtype=np.float32) for s in shape), indexing="ij")
@@ -66,12 +108,16 @@ def make_phantom(rng: np.random.Generator, shape: Sequence[int] = (48, 48, 48),
         offset = rng.uniform(0.35, 0.7, size=3) * body_radii * rng.choice([-1.0, 1.0], size=3)
         insert = _ellipsoid(grid, centre + offset, radii) & body
         hu[insert] = TISSUES[int(rng.integers(len(TISSUES)))][1]
-    label = int(rng.integers(len(TISSUES)))
+    label = int(rng.integers(len(LESIONS)))
+    tissue = int(rng.integers(len(TISSUES)))
     radii = np.array(shape, dtype=np.float32) * rng.uniform(0.14, 0.22, size=3)
-    lesion = _ellipsoid(grid, centre + rng.uniform(-2.0, 2.0, size=3), radii)
-    hu[lesion] = TISSUES[label][1]
+    material, fluid = _lesion(LESIONS[label], grid, centre + rng.uniform(-2.0, 2.0, size=3), radii, rng)
+    hu[fluid] = FLUID_HU
+    hu[material] = TISSUES[tissue][1]
+    if blur_voxels > 0:
+        hu = _smooth(hu, blur_voxels)
     hu += rng.normal(0.0, noise_hu, size=shape).astype(np.float32)
-    return Phantom(hu, tuple(float(s) for s in spacing), label)
+    return Phantom(hu.astype(np.float32), tuple(float(s) for s in spacing), label, tissue)
 
 
 def affine_of(spacing: Sequence[float]) -> np.ndarray:

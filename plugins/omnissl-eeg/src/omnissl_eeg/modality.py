@@ -11,7 +11,7 @@ the token is hidden.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 import torch
@@ -78,15 +78,11 @@ class EEGModality(Modality):
 
         No augmentation: ``rng`` is unused (masking is the only randomness MAE needs).
         """
-        if abs(float(sample["sfreq"]) - self.sfreq) > 1e-6:
-            raise DataError(f"{sample.get('source', 'sample')}: data at {sample['sfreq']} Hz but modality.sfreq is "
-                            f"{self.sfreq}; set data.sfreq and modality.sfreq to the same rate")
+        source = sample.get("source", "sample")
+        self._check_rate(sample["sfreq"], source)
         signal = torch.as_tensor(np.asarray(sample["signal"], dtype=np.float32))  # [C, T]
         channels, length = signal.shape
-        patches = length // self.patch
-        if patches == 0:
-            raise DataError(f"{sample.get('source', 'sample')}: a window of {length} samples is shorter than one "
-                            f"patch ({self.patch}); lengthen data.window_seconds or shorten modality.patch_seconds")
+        patches = self._patches(length, source)
         values = signal[:, : patches * self.patch].reshape(channels * patches, self.patch) / self.amplitude_scale
         positions = torch.as_tensor(np.asarray(sample["positions"], dtype=np.float32))  # [C, 3]
         time = torch.arange(patches, dtype=torch.float32).repeat(channels)[:, None]  # [C*P, 1]
@@ -95,6 +91,52 @@ class EEGModality(Modality):
         targets = {"spectrum": patch_spectrum(values)} if self.target in ("spectral", "both") else {}
         meta = {"channels": list(sample.get("channels", [])), "num_channels": channels, "num_patches": patches}
         return Tokens(values=values, coords=coords, kinds=kinds, targets=targets, meta=meta)
+
+    def tokenize_batch(self, dataset: Any, indices: Sequence[int], seeds: Sequence[int | None]) -> TokenBatch:
+        """The same TokenBatch as tokenising each window and padding, without a Python loop
+        over samples, for this plugin's data sets (others take the default path).
+
+        The data set copies each window from its memory map into the batch once, scaling
+        as it copies (:meth:`WindowDataset.get_batch`); channel-major token order then makes
+        tokenising a reshape: (B, C, P * patch) is (B, C * P, patch). A recording with fewer
+        channels than the widest in the batch has zero channels after its real ones, so its
+        padding tokens form the tail, as the core's collate would put them.
+        """
+        get_batch = getattr(dataset, "get_batch", None)
+        samples = get_batch(indices, scale=self.amplitude_scale) if callable(get_batch) else None
+        if samples is None:
+            return super().tokenize_batch(dataset, indices, seeds)
+        for rate, source in {rate: source for rate, source in zip(samples["sfreq"], samples["source"])}.items():
+            self._check_rate(rate, source)
+        signal = torch.from_numpy(samples["signal"])  # [B, C, T], already divided by amplitude_scale
+        batch, channels, length = signal.shape
+        patches = self._patches(length, samples["source"][0])
+        if length != patches * self.patch:
+            signal = signal[:, :, : patches * self.patch].contiguous()
+        values = signal.view(batch, channels * patches, self.patch)
+        counts = torch.from_numpy(samples["num_channels"])
+        pad = torch.arange(channels * patches)[None, :] >= (counts * patches)[:, None]  # [B, C*P]
+        positions = torch.from_numpy(samples["positions"]).repeat_interleave(patches, dim=1)  # [B, C*P, 3]
+        time = torch.arange(patches, dtype=torch.float32).repeat(channels)[None, :, None].expand(batch, -1, 1)
+        coords = torch.cat([positions, time], dim=2).masked_fill_(pad[..., None], 0.0)
+        kinds = torch.from_numpy(samples["types"]).repeat_interleave(patches, dim=1)[..., None]  # padded with 0
+        targets = {}
+        if self.target in ("spectral", "both"):
+            targets["spectrum"] = patch_spectrum(values).masked_fill_(pad[..., None], 0.0)
+        meta = [{"channels": list(names), "num_channels": int(c), "num_patches": patches}
+                for names, c in zip(samples["channels"], samples["num_channels"])]
+        return TokenBatch(values=values, coords=coords, pad=pad, kinds=kinds, targets=targets, meta=meta)
+
+    def _check_rate(self, rate: float, source: str) -> None:
+        if abs(float(rate) - self.sfreq) > 1e-6:
+            raise DataError(f"{source}: data at {rate} Hz but modality.sfreq is {self.sfreq}; "
+                            f"set data.sfreq and modality.sfreq to the same rate")
+
+    def _patches(self, length: int, source: str) -> int:
+        if length < self.patch:
+            raise DataError(f"{source}: a window of {length} samples is shorter than one patch ({self.patch}); "
+                            f"lengthen data.window_seconds or shorten modality.patch_seconds")
+        return length // self.patch
 
     def baseline_features(self, sample: dict[str, Any]) -> np.ndarray:
         """Log band powers (Welch) of every channel in the classical delta..gamma bands: (C * 5,)."""
