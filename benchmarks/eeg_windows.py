@@ -13,7 +13,7 @@ windows as braindecode's loader yields them) and tokens (tokenised and padded
 TokenBatches through the trainer's own sampler, data set and collate: what the training
 loop takes). The last line, the headline, is the tokens ratio.
 
-    python benchmarks/eeg_windows.py [--files 8] [--minutes 5] [--channels 32] [--epochs 7]
+    python benchmarks/eeg_windows.py [--files 8] [--minutes 5] [--channels 32] [--epochs 11]
 """
 
 from __future__ import annotations
@@ -112,7 +112,7 @@ def main() -> None:
     parser.add_argument("--files", type=int, default=8)
     parser.add_argument("--minutes", type=float, default=5.0)
     parser.add_argument("--channels", type=int, default=32)
-    parser.add_argument("--epochs", type=int, default=7, help="epochs per pipeline; the headline is the median of 2..N")
+    parser.add_argument("--epochs", type=int, default=11, help="epochs per pipeline; the headline is the median of 2..N")
     args = parser.parse_args()
     warnings.filterwarnings("ignore")
     import mne
@@ -151,15 +151,22 @@ def main() -> None:
 
         tokens = TokenDataset(om, EEGModality(sfreq=SFREQ, patch_seconds=1.0))
         rates = {}
-        for name, run in (("braindecode", lambda: iterate(bd)),
-                          ("omnissl windows", lambda: iterate(Windows(om), _first)),
-                          ("omnissl tokens", lambda: iterate(tokens, collate_tokens,
-                                                             _one_epoch(SeededBatchSampler(range(len(om)), BATCH, 0))))):
+        runs = {"braindecode": lambda: iterate(bd),
+                "omnissl windows": lambda: iterate(Windows(om), _first),
+                "omnissl tokens": lambda: iterate(tokens, collate_tokens,
+                                                  _one_epoch(SeededBatchSampler(range(len(om)), BATCH, 0)))}
+        for name, run in runs.items():
             count, seconds = run()
             rates[name, 1] = count / seconds
             print(f"{name:<16} epoch 1: {count} windows in {seconds:.3f} s = {count / seconds:,.0f} windows/s")
-            later = [run() for _ in range(args.epochs - 1)]  # an epoch is ~0.05 s: take the median of several
-            count, seconds = later[int(np.argsort([s for _, s in later])[len(later) // 2])]
+        # An epoch takes ~0.05 s: run the later epochs round-robin (so a burst of load on the
+        # machine hits every pipeline alike) and take each pipeline's median.
+        later = {name: [] for name in runs}
+        for _ in range(args.epochs - 1):
+            for name, run in runs.items():
+                later[name].append(run())
+        for name, results in later.items():
+            count, seconds = sorted(results, key=lambda r: r[1])[len(results) // 2]
             rates[name, 2] = count / seconds
             print(f"{name:<16} epochs 2-{args.epochs} (median): {count} windows in {seconds:.3f} s = "
                   f"{count / seconds:,.0f} windows/s")

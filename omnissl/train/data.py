@@ -82,7 +82,9 @@ class TokenDataset(Dataset):
                 batch.validate(self.spec, where=f"{self.modality.name} batch of samples {indices[:4]}...")
             except ValueError as exc:
                 raise DataError(f"{exc} (the modality's tokenize_batch() does not match its spec())") from exc
-        if self.labels is not None:
+        if self.labels is not None and self.labels.dtype.kind in "biuf":
+            batch.labels = torch.from_numpy(self.labels[indices].astype(np.float64))
+        elif self.labels is not None:
             batch.labels = torch.tensor([float("nan") if label is None else float(label)
                                          for label in self.labels[indices]], dtype=torch.float64)
         else:

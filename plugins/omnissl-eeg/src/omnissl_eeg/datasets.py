@@ -65,38 +65,38 @@ class WindowDataset:
     def get_batch(self, indices: Sequence[int], scale: float = 1.0) -> dict[str, Any] | None:
         """Several windows at once, stacked, for :meth:`EEGModality.tokenize_batch`.
 
-        ``signal`` (B, C_max, T) float32, divided by ``scale`` as it is copied, with
-        recordings of fewer channels zero-padded after their last channel and
-        ``num_channels`` (B,) saying how many are real; ``positions`` (B, C_max, 3) and
-        ``types`` (B, C_max) are padded the same way. Each window is read once, straight
-        from the memory map into the batch (sorted indices read each file front to back).
-        None when the windows differ in length (``window_seconds: null``).
+        Returns ``signal`` (B, C_max, T) float32, divided by ``scale`` as it is copied, where
+        a recording with fewer channels than the widest is zero-padded after its last
+        channel; ``recording`` (B,) says which of the batch's U recordings each window comes
+        from, and ``num_channels`` (U,), ``positions`` (U, C_max, 3), ``types`` (U, C_max),
+        ``channels``, ``sfreq`` and ``source`` (U each) describe those recordings. Each
+        window is read once, straight from the memory map into the batch (sorted indices
+        read each file front to back). None when windows differ in length
+        (``window_seconds: null``).
         """
         index = np.asarray(indices, dtype=np.int64)
         rec = np.searchsorted(self.offsets, index, side="right") - 1
-        used = [self.recordings[r] for r in np.unique(rec)]
-        if len({w.data.shape[2] for w in used}) > 1:
+        used, local = np.unique(rec, return_inverse=True)
+        recordings = [self.recordings[r] for r in used.tolist()]
+        if len({w.data.shape[2] for w in recordings}) > 1:
             return None
-        counts = np.array([self.recordings[r].data.shape[1] for r in rec], dtype=np.int64)
-        batch, width, length = len(index), int(counts.max()), used[0].data.shape[2]
-        uniform = bool((counts == width).all())
-        make = np.empty if uniform else np.zeros
-        signal = make((batch, width, length), dtype=np.float32)
-        positions = np.zeros((batch, width, 3), dtype=np.float32)
-        types = np.zeros((batch, width), dtype=np.int64)
+        counts = [w.data.shape[1] for w in recordings]
+        width, length = max(counts), recordings[0].data.shape[2]
+        positions = np.zeros((len(used), width, 3), dtype=np.float32)
+        types = np.zeros((len(used), width), dtype=np.int64)
+        for u, w in enumerate(recordings):
+            positions[u, : counts[u]] = w.positions
+            types[u, : counts[u]] = w.types
+        signal = (np.empty if min(counts) == width else np.zeros)((len(index), width, length), dtype=np.float32)
         # Plain ndarray views of the memory maps: indexing an np.memmap costs a subclass
         # round trip per window.
-        data = {r: self.recordings[r].data.view(np.ndarray) for r in np.unique(rec).tolist()}
-        for b, (r, i) in enumerate(zip(rec.tolist(), (index - self.offsets[rec]).tolist())):
-            w = self.recordings[r]
-            c = counts[b]
-            np.divide(data[r][i], np.float32(scale), out=signal[b, :c])  # one pass, memory map -> batch
-            positions[b, :c] = w.positions
-            types[b, :c] = w.types
-        return {"signal": signal, "num_channels": counts, "positions": positions, "types": types,
-                "channels": [self.recordings[r].channels for r in rec],
-                "sfreq": [self.recordings[r].sfreq for r in rec],
-                "source": [self.sources[r] for r in rec]}
+        data = [w.data.view(np.ndarray) for w in recordings]
+        divisor = np.float32(scale)
+        for b, (u, i) in enumerate(zip(local.tolist(), (index - self.offsets[rec]).tolist())):
+            np.divide(data[u][i], divisor, out=signal[b, : counts[u]])  # one pass, memory map -> batch
+        return {"signal": signal, "recording": local, "num_channels": np.asarray(counts, dtype=np.int64),
+                "positions": positions, "types": types, "channels": [w.channels for w in recordings],
+                "sfreq": [w.sfreq for w in recordings], "source": [self.sources[r] for r in used.tolist()]}
 
     def summary(self) -> str:
         """One line per recording: windows, channels by type, dropped channels, rejected windows."""

@@ -106,7 +106,7 @@ class EEGModality(Modality):
         samples = get_batch(indices, scale=self.amplitude_scale) if callable(get_batch) else None
         if samples is None:
             return super().tokenize_batch(dataset, indices, seeds)
-        for rate, source in {rate: source for rate, source in zip(samples["sfreq"], samples["source"])}.items():
+        for rate, source in zip(samples["sfreq"], samples["source"]):
             self._check_rate(rate, source)
         signal = torch.from_numpy(samples["signal"])  # [B, C, T], already divided by amplitude_scale
         batch, channels, length = signal.shape
@@ -114,17 +114,22 @@ class EEGModality(Modality):
         if length != patches * self.patch:
             signal = signal[:, :, : patches * self.patch].contiguous()
         values = signal.view(batch, channels * patches, self.patch)
+        # Token tables per recording (U of them), then one gather to the batch.
         counts = torch.from_numpy(samples["num_channels"])
-        pad = torch.arange(channels * patches)[None, :] >= (counts * patches)[:, None]  # [B, C*P]
-        positions = torch.from_numpy(samples["positions"]).repeat_interleave(patches, dim=1)  # [B, C*P, 3]
-        time = torch.arange(patches, dtype=torch.float32).repeat(channels)[None, :, None].expand(batch, -1, 1)
+        pad = torch.arange(channels * patches)[None, :] >= (counts * patches)[:, None]  # [U, C*P]
+        positions = torch.from_numpy(samples["positions"]).repeat_interleave(patches, dim=1)  # [U, C*P, 3]
+        time = torch.arange(patches, dtype=torch.float32).repeat(channels)[None, :, None].expand(len(counts), -1, 1)
         coords = torch.cat([positions, time], dim=2).masked_fill_(pad[..., None], 0.0)
         kinds = torch.from_numpy(samples["types"]).repeat_interleave(patches, dim=1)[..., None]  # padded with 0
+        rec = torch.from_numpy(samples["recording"])
+        # index_select, not t[rec]: advanced indexing ran 2000x slower on two busy cores.
+        pad, coords, kinds = pad.index_select(0, rec), coords.index_select(0, rec), kinds.index_select(0, rec)
         targets = {}
         if self.target in ("spectral", "both"):
             targets["spectrum"] = patch_spectrum(values).masked_fill_(pad[..., None], 0.0)
-        meta = [{"channels": list(names), "num_channels": int(c), "num_patches": patches}
-                for names, c in zip(samples["channels"], samples["num_channels"])]
+        tables = [{"channels": list(names), "num_channels": int(c), "num_patches": patches}
+                  for names, c in zip(samples["channels"], samples["num_channels"])]
+        meta = [dict(tables[u]) for u in samples["recording"].tolist()]
         return TokenBatch(values=values, coords=coords, pad=pad, kinds=kinds, targets=targets, meta=meta)
 
     def _check_rate(self, rate: float, source: str) -> None:
