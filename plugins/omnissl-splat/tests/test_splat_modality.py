@@ -55,7 +55,8 @@ def test_padding_is_never_visible_and_never_scored(folder: SplatFolder) -> None:
     loss = objective(batch, mask).loss
     garbage = batch.values.clone()
     garbage[batch.pad] = 1e6  # whatever sits in padded groups must not change the loss
-    poisoned = type(batch)(values=garbage, coords=batch.coords, pad=batch.pad)
+    targets = {name: t.masked_fill(batch.pad[..., None], 1e6) for name, t in batch.targets.items()}
+    poisoned = type(batch)(values=garbage, coords=batch.coords, pad=batch.pad, targets=targets)
     assert torch.allclose(objective(poisoned, mask).loss, loss)
 
 
@@ -86,3 +87,50 @@ def test_baseline_and_visualisation(folder: SplatFolder, tmp_path: Path) -> None
     hidden[:, :8] = True
     png = modality.visualize(batch, hidden, {"values": batch.values + 0.01}, tmp_path / "r.png")
     assert png.stat().st_size > 10_000
+
+
+def test_attribute_targets_are_centred_per_object(folder: SplatFolder) -> None:
+    """The ``splats`` target is the groups minus each object's mean opacity, scale and colour, so an
+    object-wide colour shift leaves it unchanged; ``raw`` scores the token values themselves."""
+    modality = SplatModality(num_points=128, num_groups=16, group_size=8)
+    batch = small_batch(modality, folder, short=10)
+    assert [s.name for s in modality.target_streams()] == ["splats"]
+    groups = batch.values.reshape(4, 16, 8, 14)
+    target = batch.targets["splats"].reshape(4, 16, 8, 14)
+    real = ~batch.pad
+    for b in range(4):
+        members = groups[b][real[b]]  # [G_real, 8, 14]
+        mean = members.reshape(-1, 14).mean(0)
+        expected = members.clone()
+        expected[..., 3:7] -= mean[3:7]
+        expected[..., 11:14] -= mean[11:14]
+        assert torch.allclose(target[b][real[b]], expected, atol=1e-5)
+        assert (target[b][~real[b]] == 0).all()
+    # Shift one object's colour: its inputs change, its centred targets do not.
+    samples = [folder[i] for i in range(4)]
+    tinted = dict(samples[0], splats=np.array(samples[0]["splats"]))
+    tinted["splats"][:, 11:14] += 0.2
+    plain, shifted = (modality.on_device(collate_tokens([modality.tokenize(s, None)])) for s in (samples[0], tinted))
+    assert not torch.allclose(plain.values, shifted.values)
+    assert torch.allclose(plain.targets["splats"], shifted.targets["splats"], atol=1e-5)
+    raw = SplatModality(num_points=128, num_groups=16, group_size=8, attribute_targets="raw")
+    assert [s.name for s in raw.target_streams()] == ["values"] and not small_batch(raw, folder).targets
+    with pytest.raises(RecipeError, match="attribute_targets"):
+        SplatModality(attribute_targets="object")
+
+
+def test_reconstructions_get_the_object_means_back(folder: SplatFolder, tmp_path: Path,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """A centred prediction of zero is drawn in the object's mean colour, not grey."""
+    import omnissl_splat.viz
+
+    drawn = {}
+    monkeypatch.setattr(omnissl_splat.viz, "plot_splat_reconstructions",
+                        lambda batch, hidden, predicted, path: drawn.setdefault("pred", predicted))
+    modality = SplatModality(num_points=128, num_groups=16, group_size=8)
+    batch = small_batch(modality, folder)
+    hidden = torch.ones(4, 16, dtype=torch.bool)
+    modality.visualize(batch, hidden, {"splats": torch.zeros_like(batch.values)}, tmp_path / "r.png")
+    colours = drawn["pred"].reshape(4, 16, 8, 14)[..., 11:14]
+    true_means = batch.values.reshape(4, -1, 14)[..., 11:14].mean(1)  # [4, 3]
+    assert torch.allclose(colours, true_means[:, None, None].expand_as(colours), atol=1e-5)

@@ -15,6 +15,8 @@ from omnissl.cli import main
 from omnissl.plugins import get_registry
 from omnissl.recipe import load_recipe
 from omnissl.train.data import TokenDataset, step_generator
+from omnissl_splat.diagnose import diagnose, format_report
+from omnissl_splat.losses import LOSS_TERMS
 
 RECIPES = sorted(p.stem for p in (Path(__file__).parents[1] / "src" / "omnissl_splat" / "recipes" / "splat").glob("*.yaml"))
 TINY = ["modality.num_points=64", "modality.num_groups=8", "modality.group_size=8", "modality.embed_hidden=16",
@@ -43,6 +45,13 @@ def test_tiny_demo_run_writes_the_run_folder(tmp_path: Path, monkeypatch: pytest
     assert records[-1]["step"] == 4 and np.isfinite(records[-1]["val_loss"])
     probe = json.loads((out / "probe.json").read_text())
     assert {"pretrained", "random", "baseline"} <= set(probe)
+    # The per-term diagnosis reads the same folder (python -m omnissl_splat.diagnose).
+    report = diagnose(out)
+    for scores in report["terms"].values():
+        assert set(scores) == set(LOSS_TERMS) and all(np.isfinite(v) for v in scores.values())
+    assert set(report["nuisance_r2"]) == {"pretrained", "random"}
+    assert all(set(r2) == {"colour", "scale"} for r2 in report["nuisance_r2"].values())
+    assert "object colour" in format_report(report)
 
 
 def test_loss_goes_down_on_one_batch(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -7,6 +7,11 @@ the reconstruction loss of Point-MAE, Pang et al., ECCV 2022). Gaussian-MAE (Ma 
 with the target Gaussian nearest to it in xyz (the pairing the Chamfer term already
 computes) and comparing the pair's attributes: L1 for opacity, scale and colour; for
 rotation, 1 - |<q_pred, q_target>| of unit quaternions, which is zero for q and -q alike.
+
+:func:`object_means` serves the modality's ``attribute_targets: centred``: opacity, scale and
+colour targets minus the object's mean of each. An object-wide colour or Gaussian size is then
+not worth reconstructing, so the encoder is not pushed to spend its features on it (with raw
+targets it encodes both almost perfectly, and a k-NN probe finds same-coloured neighbours).
 """
 
 from __future__ import annotations
@@ -19,6 +24,27 @@ from omnissl.errors import RecipeError
 from omnissl_splat.ply import ATTRIBUTES, NUM_ATTRIBUTES
 
 LOSS_TERMS = ("xyz", "opacity", "scale", "rotation", "colour")
+#: Attributes whose per-object mean :func:`object_means` takes (the rest get 0: xyz is
+#: centre-relative already, and a mean quaternion is not a rotation).
+CENTRED = ("opacity", "scale", "colour")
+
+
+def object_means(groups: Tensor, empty: Tensor) -> Tensor:
+    """Each object's mean opacity, scale and colour over the members of its real groups.
+
+    Args:
+        groups: (B, G, k, 14) grouped Gaussians.
+        empty: (B, G) bool, True for padding groups.
+    Returns:
+        (B, 14): the means in their columns, 0 in the xyz and rotation columns.
+    """
+    weight = (~empty).to(groups.dtype)[..., None, None]  # [B, G, 1, 1]
+    count = (weight.sum(dim=(1, 2)) * groups.shape[2]).clamp(min=1)  # [B, 1]
+    means = (groups * weight).sum(dim=(1, 2)) / count  # [B, 14]
+    keep = torch.zeros(NUM_ATTRIBUTES, dtype=torch.bool, device=groups.device)
+    for name in CENTRED:
+        keep[ATTRIBUTES[name]] = True
+    return means * keep
 
 
 def chamfer_l2(pred: Tensor, target: Tensor) -> tuple[Tensor, Tensor]:

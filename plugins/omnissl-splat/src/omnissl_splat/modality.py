@@ -22,7 +22,7 @@ from omnissl.errors import RecipeError
 from omnissl.tokens import gather_rows
 from omnissl_splat.embedding import MiniPointNet
 from omnissl_splat.grouping import gather_groups, group_points
-from omnissl_splat.losses import LOSS_TERMS, GaussianGroupLoss
+from omnissl_splat.losses import LOSS_TERMS, GaussianGroupLoss, object_means
 from omnissl_splat.ply import ATTRIBUTES, NUM_ATTRIBUTES
 
 DEFAULT_WEIGHTS = {"xyz": 1.0, "opacity": 0.05, "scale": 0.5, "rotation": 0.05, "colour": 0.05}
@@ -46,6 +46,10 @@ class SplatModality(Modality):
         embed_hidden: width of the group embedding's first shared MLP (Point-MAE: 128).
         loss_weights: weight of each loss term (``xyz``: Chamfer-L2; ``opacity``, ``scale``,
             ``rotation``, ``colour``: attributes paired by nearest xyz).
+        attribute_targets: ``centred`` scores hidden groups' opacity, scale and colour after
+            subtracting the object's mean of each (the ``splats`` target stream), so copying an
+            object-wide colour or size from the visible groups earns nothing; ``raw`` scores them
+            as they are (the ``values`` stream, Gaussian-MAE as published).
         augment_scale: range of the random isotropic scaling in training (positions and scales), or None.
         augment_shift: largest random translation per axis in training.
     """
@@ -55,6 +59,7 @@ class SplatModality(Modality):
     def __init__(self, num_points: int = 1024, num_groups: int = 64, group_size: int = 32,
                  group_by: list[str] = ("xyz",), pooling: Literal["max", "splat"] = "max",
                  embed_hidden: int = 128, loss_weights: dict[str, float] | None = None,
+                 attribute_targets: Literal["centred", "raw"] = "centred",
                  augment_scale: list[float] | None = (0.8, 1.25), augment_shift: float = 0.1):
         if min(num_points, num_groups, group_size) < 1:
             raise RecipeError("modality.num_points, num_groups and group_size must be positive")
@@ -65,6 +70,8 @@ class SplatModality(Modality):
             raise RecipeError(f"modality.group_by {list(group_by)}: use a non-empty list of {', '.join(ATTRIBUTES)}")
         if pooling not in ("max", "splat"):
             raise RecipeError(f"modality.pooling must be 'max' or 'splat', got {pooling!r}")
+        if attribute_targets not in ("centred", "raw"):
+            raise RecipeError(f"modality.attribute_targets must be 'centred' or 'raw', got {attribute_targets!r}")
         weights = dict(DEFAULT_WEIGHTS if loss_weights is None else loss_weights)
         self.loss = GaussianGroupLoss(weights)
         if not any(self.loss.weights.values()):
@@ -73,6 +80,7 @@ class SplatModality(Modality):
         self.group_by = tuple(group_by)
         self.pooling = pooling
         self.embed_hidden = embed_hidden
+        self.attribute_targets = attribute_targets
         self.augment_scale = tuple(augment_scale) if augment_scale else None
         self.augment_shift = float(augment_shift)
 
@@ -114,6 +122,8 @@ class SplatModality(Modality):
     def on_device(self, batch: TokenBatch) -> TokenBatch:
         """Per-Gaussian tokens (B, P, 14) -> group tokens: values (B, G, k * 14), coords (B, G, 3) centres.
 
+        With ``attribute_targets: centred`` the batch also carries ``targets["splats"]``: the
+        groups with each object's mean opacity, scale and colour subtracted (:func:`object_means`).
         Groups of objects with fewer than G sampled Gaussians are marked as padding (and zeroed).
         """
         values, valid = batch.values, ~batch.pad
@@ -124,12 +134,18 @@ class SplatModality(Modality):
         relative = torch.cat([members[..., ATTRIBUTES["xyz"]] - centres[:, :, None], members[..., 3:]], dim=-1)
         b, g = groups.empty.shape
         flat = relative.reshape(b, g, -1).masked_fill(groups.empty[..., None], 0.0)
+        targets = {}
+        if self.attribute_targets == "centred":
+            centred = relative - object_means(relative, groups.empty)[:, None, None]
+            targets["splats"] = centred.reshape(b, g, -1).masked_fill(groups.empty[..., None], 0.0)
         return TokenBatch(values=flat, coords=centres.masked_fill(groups.empty[..., None], 0.0), pad=groups.empty,
-                          labels=batch.labels, meta=batch.meta)
+                          targets=targets, labels=batch.labels, meta=batch.meta)
 
     def target_streams(self) -> list[TargetStream]:
-        """The hidden groups themselves, scored by :class:`GaussianGroupLoss` (no per-token normalisation)."""
-        return [TargetStream("values", loss=self.loss, normalize=False)]
+        """The hidden groups, object-centred (``splats``) or as they are (``values``), scored by
+        :class:`GaussianGroupLoss` (no per-token normalisation: it would destroy the set geometry)."""
+        name = "splats" if self.attribute_targets == "centred" else "values"
+        return [TargetStream(name, dim=self.group_size * NUM_ATTRIBUTES, loss=self.loss, normalize=False)]
 
     def value_embedding(self, dim: int) -> nn.Module:
         return MiniPointNet(NUM_ATTRIBUTES, dim, self.embed_hidden, self.pooling)
@@ -150,4 +166,8 @@ class SplatModality(Modality):
     def visualize(self, batch: TokenBatch, hidden: Tensor, predictions: dict[str, Tensor], path: Path) -> Path:
         from omnissl_splat.viz import plot_splat_reconstructions
 
-        return plot_splat_reconstructions(batch, hidden, predictions["values"], path)
+        predicted = predictions.get("values")
+        if predicted is None:  # object-centred predictions: add back the object's means, as MAE's demo does
+            means = object_means(batch.values.reshape(*batch.pad.shape, self.group_size, NUM_ATTRIBUTES), batch.pad)
+            predicted = predictions["splats"] + means.repeat(1, self.group_size)[:, None]
+        return plot_splat_reconstructions(batch, hidden, predicted, path)
