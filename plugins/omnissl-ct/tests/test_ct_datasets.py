@@ -11,7 +11,7 @@ import pytest
 
 from omnissl.errors import DataError
 from omnissl_ct.datasets import CTPhantoms, CTVolumes
-from omnissl_ct.phantom import TISSUES, affine_of
+from omnissl_ct.phantom import LESIONS, affine_of, make_phantom
 
 
 def _volumes(root: Path, cache: Path, **kwargs) -> tuple[CTVolumes, list[str]]:
@@ -98,11 +98,18 @@ def test_cache_is_reused_and_keyed_by_file_and_settings(ct_phantom_folder, tmp_p
     assert other.cache.folder != first.cache.folder
 
 
-def test_phantom_set_labels_the_central_lesion(tmp_path):
-    dataset = CTPhantoms(n=6, shape=[24, 24, 24], seed=1, real_volumes=True, cache_dir=str(tmp_path))
+def test_phantom_set_labels_each_phantom_with_its_lesion_type(tmp_path):
+    dataset = CTPhantoms(n=6, shape=[24, 24, 24], seed=1, real_volumes=True, hu_window=[-160.0, 240.0],
+                         cache_dir=str(tmp_path))
     assert len(dataset) == 7  # six phantoms and the MNI152 template
-    assert np.isnan(dataset.labels[-1]) and set(dataset.labels[:6]) <= {0.0, 1.0, 2.0, 3.0}
-    centre = dataset[0]["image"][0]
-    x, y, z = (s // 2 for s in centre.shape)
-    lesion = float(centre[x - 1:x + 2, y - 1:y + 2, z - 1:z + 2].mean()) * 2000.0 - 1000.0  # back to HU
-    assert abs(lesion - TISSUES[int(dataset.labels[0])][1]) < 40.0
+    assert dataset.classes == list(LESIONS) and np.isnan(dataset.labels[-1])
+    rng = np.random.default_rng(1)  # the generator's own draws, in the same order
+    truth = [make_phantom(rng, (24, 24, 24), (2.0, 2.0, 2.0)) for _ in range(6)]
+    np.testing.assert_array_equal(dataset.labels[:6], [p.label for p in truth])
+    image = dataset[0]["image"][0].numpy()
+    assert image.shape == (24, 24, 24)  # the body fills the field of view: nothing to crop
+    expected = np.clip((truth[0].hu + 160.0) / 400.0, 0.0, 1.0)  # the soft-tissue window
+    assert np.abs(image - expected).max() < 0.01
+    again = CTPhantoms(n=6, shape=[24, 24, 24], seed=1, real_volumes=False, hu_window=[-160, 240],
+                       cache_dir=str(tmp_path))
+    assert again.parts[0].folder == dataset.parts[0].folder  # integer HU: the same settings, the same cache

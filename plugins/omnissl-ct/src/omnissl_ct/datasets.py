@@ -95,7 +95,7 @@ class CTVolumes:
                  spacing: list[float] | None = (1.5, 1.5, 1.5), hu_window: list[float] = (-1000.0, 1000.0),
                  foreground_hu: float = -500.0, cache_dir: str = DEFAULT_CACHE, strict: bool = False):
         settings = PreprocessSettings(intensity, tuple(spacing) if spacing is not None else None,
-                                      tuple(hu_window), foreground_hu)
+                                      tuple(map(float, hu_window)), foreground_hu)
         sources = discover(root, list_file)
         where = root if root is not None else list_file
         if not sources:
@@ -128,7 +128,9 @@ class CTPhantoms:
     """Synthetic CT phantoms written as NIfTI files, plus real volumes that ship with pip packages.
 
     Phantoms come from :func:`omnissl_ct.phantom.make_phantom`; each is labelled with the
-    tissue class of its central lesion (lung, fat, liver, bone), an honest probe target.
+    morphology of its central lesion (solid, hollow, lobulated, mottled), drawn by the
+    generator: an honest probe target that needs shape and texture, since the lesion's
+    attenuation is drawn independently of its type.
     With ``real_volumes``, nilearn's MNI152 T1 template (real MR, normalised per volume)
     joins the pre-training data, unlabelled.
 
@@ -138,13 +140,16 @@ class CTPhantoms:
         spacing: phantom voxel size in mm; also the resampling target.
         seed: phantom generator seed.
         real_volumes: add the MNI152 T1 template (unlabelled).
+        hu_window: CT intensity window in HU, mapped to [0, 1] (the demo uses the abdominal
+            soft-tissue window, [-160, 240]).
         cache_dir: where phantoms and preprocessed volumes are stored.
     """
 
     def __init__(self, n: int = 200, shape: list[int] = (48, 48, 48), spacing: list[float] = (2.0, 2.0, 2.0),
-                 seed: int = 0, real_volumes: bool = True, cache_dir: str = DEFAULT_CACHE):
-        folder = Path(cache_dir).expanduser() / f"phantoms-v{GENERATOR_VERSION}-n{n}-s{seed}-{'x'.join(map(str, shape))}-" \
-                                                f"{'x'.join(map(str, spacing))}"
+                 seed: int = 0, real_volumes: bool = True, hu_window: list[float] = (-1000.0, 1000.0),
+                 cache_dir: str = DEFAULT_CACHE):
+        size = f"{'x'.join(map(str, shape))}-{'x'.join(map(str, spacing))}"
+        folder = Path(cache_dir).expanduser() / f"phantoms-v{GENERATOR_VERSION}-n{n}-s{seed}-{size}"
         labels_file = folder / "labels.json"
         if not labels_file.is_file():
             rng = np.random.default_rng(seed)
@@ -155,7 +160,7 @@ class CTPhantoms:
                 labels[f"phantom_{i:05d}.nii.gz"] = phantom.label
             labels_file.write_text(json.dumps(labels, indent=0))
         labels = json.loads(labels_file.read_text())
-        ct = PreprocessSettings("ct", tuple(spacing))
+        ct = PreprocessSettings("ct", tuple(spacing), tuple(map(float, hu_window)))
         self.parts = [VolumeCache([Source(folder / name, "nifti") for name in sorted(labels)], ct, cache_dir)]
         label_list = [float(labels[s.path.name]) for s in self.parts[0].sources]
         if real_volumes:

@@ -1,7 +1,7 @@
 """Write synthetic CT phantoms to a folder: ``python -m omnissl_ct.generate OUT --n 20``.
 
 Each phantom becomes ``phantom_00000.nii.gz`` (or a DICOM series folder ``phantom_00000/``
-with ``--format dicom``); ``labels.json`` maps each to its central lesion's tissue class.
+with ``--format dicom``); ``labels.json`` maps each to its central lesion's morphology (solid, hollow, lobulated, mottled).
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from omnissl_ct.phantom import TISSUES, make_phantom, write_dicom_series, write_nifti
+from omnissl_ct.phantom import LESIONS, make_phantom, write_dicom_series, write_nifti
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -31,10 +31,10 @@ def main(argv: list[str] | None = None) -> int:
         name = f"phantom_{i:05d}"
         if args.format == "nifti":
             write_nifti(phantom, args.out / f"{name}.nii.gz")
-            labels[f"{name}.nii.gz"] = TISSUES[phantom.label][0]
+            labels[f"{name}.nii.gz"] = LESIONS[phantom.label]
         else:
             write_dicom_series(phantom, args.out / name)
-            labels[name] = TISSUES[phantom.label][0]
+            labels[name] = LESIONS[phantom.label]
     (args.out / "labels.json").write_text(json.dumps(labels, indent=1) + "\n")
     print(f"wrote {args.n} phantoms ({args.format}) to {args.out}")
     return 0

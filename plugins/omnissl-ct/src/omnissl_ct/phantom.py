@@ -1,12 +1,16 @@
-"""Synthetic CT phantoms: a body-shaped ellipsoid of soft tissue with ellipsoidal inserts
-of tissue-like Hounsfield units, written as real NIfTI files or DICOM series.
+"""Synthetic CT phantoms: a field of view inside a body of soft tissue, with ellipsoidal
+inserts of tissue-like Hounsfield units and one central lesion, written as real NIfTI
+files or DICOM series.
 
 Numerical phantoms are the field's standard way to test CT pipelines without patient
 data (Shepp & Logan, "The Fourier reconstruction of a head section", IEEE TNS 1974;
-the XCAT phantoms of Segars et al., Med. Phys. 2010). Each phantom here has one large
-*lesion* insert at the centre whose tissue class is the phantom's label (an honest
-target for probes: it is fully determined by the voxels), plus smaller distractor
-inserts of random classes elsewhere in the body.
+the XCAT phantoms of Segars et al., Med. Phys. 2010). Each phantom has one large
+*lesion* at the centre whose morphology (solid, hollow, lobulated, mottled) is the
+phantom's label: an honest probe target, drawn by the generator and fully determined by
+the voxels, which needs shape and texture to read, since the lesion's attenuation is
+drawn independently of its type. Smaller distractor inserts of random tissue classes sit
+elsewhere. A Gaussian point-spread function (partial volume) and correlated noise of a
+level drawn per scan make the volumes look like reconstructed CT rather than cartoons.
 """
 
 from __future__ import annotations
@@ -22,13 +26,15 @@ GENERATOR_VERSION = 2
 AIR_HU = -1000.0
 SOFT_TISSUE_HU = 40.0
 FLUID_HU = 5.0
-# Typical attenuation of insert materials (HU; liver as in a contrast-enhanced portal-venous
-# scan, brighter than unenhanced soft tissue).
+# Typical attenuation of the distractor inserts (HU; liver as in a contrast-enhanced
+# portal-venous scan, brighter than unenhanced soft tissue).
 TISSUES: tuple[tuple[str, float], ...] = (("lung", -800.0), ("fat", -100.0), ("liver", 120.0), ("bone", 700.0))
 # Morphology of the central lesion, the phantom's label (its index here), after radiology's
-# descriptors: solid and homogeneous; hollow (a wall around fluid, as a cyst or an abscess);
-# lobulated (a cluster of round lobes); mottled (material and soft tissue in patches).
+# descriptors: solid and homogeneous; hollow (an enhancing wall around fluid, as a cyst or an
+# abscess); lobulated (a cluster of round lobes); mottled (enhancing patches in soft tissue).
 LESIONS: tuple[str, ...] = ("solid", "hollow", "lobulated", "mottled")
+# An enhancing lesion's attenuation (HU), drawn per lesion whatever its type.
+LESION_HU = (150.0, 300.0)
 
 
 @dataclass
@@ -39,14 +45,13 @@ class Phantom:
         hu: (X, Y, Z) float32 Hounsfield units, axes in RAS order.
         spacing: voxel size in mm along X, Y, Z.
         label: index into :data:`LESIONS` of the central lesion's morphology.
-        tissue: index into :data:`TISSUES` of the lesion's material, drawn independently of
-            the label, so the label cannot be read from intensity alone.
+        lesion_hu: the lesion's attenuation, drawn independently of the label.
     """
 
     hu: np.ndarray
     spacing: tuple[float, float, float]
     label: int
-    tissue: int
+    lesion_hu: float
 
 
 def _ellipsoid(grid: Sequence[np.ndarray], centre: np.ndarray, radii: np.ndarray) -> np.ndarray:
@@ -60,15 +65,23 @@ def _smooth(field: np.ndarray, sigma: float) -> np.ndarray:
     return gaussian_filter(field, sigma, mode="nearest")
 
 
-def _lesion(kind: str, grid: Sequence[np.ndarray], centre: np.ndarray, radii: np.ndarray,
-            rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """(material, fluid) boolean masks of a central lesion of the given morphology."""
+def lesion_masks(kind: str, grid: Sequence[np.ndarray], centre: np.ndarray, radii: np.ndarray,
+                 rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """(enhancing, fluid) boolean (X, Y, Z) masks of a lesion of morphology ``kind``.
+
+    Args:
+        kind: one of :data:`LESIONS`.
+        grid: voxel index grids (``np.meshgrid(..., indexing="ij")``).
+        centre: lesion centre in voxels.
+        radii: outer radii in voxels.
+        rng: source of the wall thickness, lobe placement and mottling.
+    """
     outer = _ellipsoid(grid, centre, radii)
     nothing = np.zeros_like(outer)
     if kind == "solid":
         return outer, nothing
     if kind == "hollow":
-        wall = rng.uniform(1.8, 2.8)
+        wall = rng.uniform(1.8, 2.8)  # voxels
         inner = _ellipsoid(grid, centre, np.maximum(radii - wall, 1.0))
         return outer & ~inner, inner
     if kind == "lobulated":
@@ -81,26 +94,32 @@ def _lesion(kind: str, grid: Sequence[np.ndarray], centre: np.ndarray, radii: np
     if kind == "mottled":
         patches = _smooth(rng.normal(size=outer.shape).astype(np.float32), 1.2) > 0
         return outer & patches, nothing
-    raise ValueError(f"unknown lesion kind {kind!r}")
+    raise ValueError(f"unknown lesion kind {kind!r}; expected one of {', '.join(LESIONS)}")
 
 
 def make_phantom(rng: np.random.Generator, shape: Sequence[int] = (48, 48, 48),
-                 spacing: Sequence[float] = (2.0, 2.0, 2.0), noise_hu: float = 20.0,
-                 blur_voxels: float = 0.6) -> Phantom:
+                 spacing: Sequence[float] = (2.0, 2.0, 2.0), noise_hu: Sequence[float] = (20.0, 60.0),
+                 blur_voxels: float = 0.6, noise_grain_voxels: float = 0.7) -> Phantom:
     """Draw one phantom.
 
+    The field of view lies inside a larger body (an ellipsoid whose radii are 1.0-1.15 times
+    the half-size, so only the corners are air), as a crop of an abdominal scan would.
+
     Args:
-        rng: source of every random choice (body size, insert count, classes, sizes, positions).
+        rng: source of every random choice (body, inserts, lesion type, size, attenuation, noise).
         shape: (X, Y, Z) voxels.
         spacing: voxel size in mm.
-        noise_hu: standard deviation of the additive Gaussian noise (CT quantum noise stand-in).
+        noise_hu: range of the noise standard deviation (HU), drawn per phantom: routine to
+            low-dose thin-slice CT.
         blur_voxels: standard deviation of the Gaussian point-spread function (partial volume).
+        noise_grain_voxels: correlation length of the noise (the reconstruction kernel's
+            smoothing); 0 gives white noise.
     """
     shape = tuple(int(s) for s in shape)
     grid = np.meshgrid(*(np.arange(s, dtype=np.float32) for s in shape), indexing="ij")
     centre = (np.array(shape, dtype=np.float32) - 1) / 2
     hu = np.full(shape, AIR_HU, dtype=np.float32)
-    body_radii = np.array(shape, dtype=np.float32) / 2 * rng.uniform(0.8, 0.95, size=3)
+    body_radii = np.array(shape, dtype=np.float32) / 2 * rng.uniform(1.0, 1.15, size=3)
     body = _ellipsoid(grid, centre, body_radii)
     hu[body] = SOFT_TISSUE_HU + rng.normal(0.0, 5.0)
     for _ in range(int(rng.integers(2, 6))):  # distractors: small inserts of any class, off-centre
@@ -109,15 +128,19 @@ def make_phantom(rng: np.random.Generator, shape: Sequence[int] = (48, 48, 48),
         insert = _ellipsoid(grid, centre + offset, radii) & body
         hu[insert] = TISSUES[int(rng.integers(len(TISSUES)))][1]
     label = int(rng.integers(len(LESIONS)))
-    tissue = int(rng.integers(len(TISSUES)))
-    radii = np.array(shape, dtype=np.float32) * rng.uniform(0.14, 0.22, size=3)
-    material, fluid = _lesion(LESIONS[label], grid, centre + rng.uniform(-2.0, 2.0, size=3), radii, rng)
+    lesion_hu = float(rng.uniform(*LESION_HU))
+    radii = np.array(shape, dtype=np.float32) * rng.uniform(0.18, 0.26, size=3)
+    enhancing, fluid = lesion_masks(LESIONS[label], grid, centre + rng.uniform(-2.0, 2.0, size=3), radii, rng)
     hu[fluid] = FLUID_HU
-    hu[material] = TISSUES[tissue][1]
+    hu[enhancing] = lesion_hu
     if blur_voxels > 0:
         hu = _smooth(hu, blur_voxels)
-    hu += rng.normal(0.0, noise_hu, size=shape).astype(np.float32)
-    return Phantom(hu.astype(np.float32), tuple(float(s) for s in spacing), label, tissue)
+    noise = rng.normal(0.0, 1.0, size=shape).astype(np.float32)
+    if noise_grain_voxels > 0:
+        noise = _smooth(noise, noise_grain_voxels)
+        noise /= noise.std()
+    hu += rng.uniform(*noise_hu) * noise
+    return Phantom(hu.astype(np.float32), tuple(float(s) for s in spacing), label, lesion_hu)
 
 
 def affine_of(spacing: Sequence[float]) -> np.ndarray:
