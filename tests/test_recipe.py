@@ -45,7 +45,7 @@ def test_overrides_apply_and_parse_yaml(tmp_path):
     ("train.steps=many", r"train.steps must be int, got 'many'"),
     ("masker.ratio=high", r"masker.ratio must be float, got 'high'"),
     ("data.val_fraction=2.0", r"data.val_fraction must be in \[0, 1\)"),
-    ("probe.pool=cls", r"probe.pool must be mean, max or mean_max"),
+    ("probe.pool=cls", r"probe.pool must be one of 'mean', 'max', 'mean_max', got 'cls'"),
     ("train.batch_size=10", r"train.batch_size \(10\) must be a positive multiple"),
 ])
 def test_mistakes_name_file_key_and_closest(tmp_path, override, pattern):

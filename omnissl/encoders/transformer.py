@@ -9,6 +9,7 @@ by a learned mask token before the position is added, as SimMIM).
 
 from __future__ import annotations
 
+import typing
 from typing import Any
 
 import torch
@@ -16,10 +17,11 @@ from torch import Tensor, nn
 
 from omnissl.errors import RecipeError
 from omnissl.layers import KindEmbedding, PositionEncoding, TransformerStack, attention_mask, init_weights
+from omnissl.recipe import PoolName
 from omnissl.tokens import TokenBatch, TokenSpec, gather_rows
 
 # name: (width, depth, heads), as timm's vit_{tiny,small,base,large}_patch16_224.
-POOLS = ("mean", "max", "mean_max")
+POOLS = typing.get_args(PoolName)
 
 SIZES: dict[str, tuple[int, int, int]] = {
     "tiny": (192, 12, 3),
