@@ -88,26 +88,7 @@ class Tokens:
     def validate(self, spec: TokenSpec, where: str = "tokens") -> None:
         """Check shapes against ``spec``; raise ValueError naming the field that is wrong."""
         n = self.values.shape[0]
-        checks = [
-            (self.values.ndim == 2 and self.values.shape[1] == spec.value_dim,
-             f"values must be (num_tokens, {spec.value_dim}), got {tuple(self.values.shape)}"),
-            (self.coords.shape == (n, spec.coord_dim),
-             f"coords must be ({n}, {spec.coord_dim}), got {tuple(self.coords.shape)}"),
-        ]
-        if spec.kind_vocab:
-            ok = self.kinds is not None and self.kinds.shape == (n, len(spec.kind_vocab))
-            checks.append((ok, f"kinds must be ({n}, {len(spec.kind_vocab)}), got "
-                               f"{None if self.kinds is None else tuple(self.kinds.shape)}"))
-        if spec.bias_channels:
-            want = (n, n) if spec.bias_channels == 1 else (n, n, spec.bias_channels)
-            ok = self.attn_bias is not None and tuple(self.attn_bias.shape) == want
-            checks.append((ok, f"attn_bias must be {want}, got "
-                               f"{None if self.attn_bias is None else tuple(self.attn_bias.shape)}"))
-        for name, target in self.targets.items():
-            checks.append((target.shape[0] == n, f"targets[{name!r}] has {target.shape[0]} rows for {n} tokens"))
-        for ok, message in checks:
-            if not ok:
-                raise ValueError(f"{where}: {message}")
+        _check_shapes(spec, (n,), self.values, self.coords, self.kinds, self.attn_bias, self.targets, where)
 
 
 @dataclass
@@ -144,29 +125,12 @@ class TokenBatch:
 
     def validate(self, spec: TokenSpec, where: str = "batch") -> None:
         """Check shapes against ``spec``; raise ValueError naming the field that is wrong."""
-        b, n = self.values.shape[:2] if self.values.ndim == 3 else (None, None)
-        checks = [
-            (self.values.ndim == 3 and self.values.shape[2] == spec.value_dim,
-             f"values must be (batch, tokens, {spec.value_dim}), got {tuple(self.values.shape)}"),
-            (tuple(self.coords.shape) == (b, n, spec.coord_dim),
-             f"coords must be ({b}, {n}, {spec.coord_dim}), got {tuple(self.coords.shape)}"),
-            (tuple(self.pad.shape) == (b, n) and self.pad.dtype == torch.bool,
-             f"pad must be bool ({b}, {n}), got {self.pad.dtype} {tuple(self.pad.shape)}"),
-        ]
-        if spec.kind_vocab:
-            ok = self.kinds is not None and tuple(self.kinds.shape) == (b, n, len(spec.kind_vocab))
-            checks.append((ok, f"kinds must be ({b}, {n}, {len(spec.kind_vocab)}), got "
-                               f"{None if self.kinds is None else tuple(self.kinds.shape)}"))
-        if spec.bias_channels:
-            want = (b, n, n) if spec.bias_channels == 1 else (b, n, n, spec.bias_channels)
-            ok = self.attn_bias is not None and tuple(self.attn_bias.shape) == want
-            checks.append((ok, f"attn_bias must be {want}, got "
-                               f"{None if self.attn_bias is None else tuple(self.attn_bias.shape)}"))
-        for name, target in self.targets.items():
-            checks.append((tuple(target.shape[:2]) == (b, n),
-                           f"targets[{name!r}] is {tuple(target.shape)} for ({b}, {n}) tokens"))
-        checks.append((len(self.meta) in (0, b), f"meta has {len(self.meta)} entries for {b} samples"))
-        for ok, message in checks:
+        lead = tuple(self.values.shape[:2])
+        _check_shapes(spec, lead, self.values, self.coords, self.kinds, self.attn_bias, self.targets, where)
+        b, n = lead
+        for ok, message in ((tuple(self.pad.shape) == lead and self.pad.dtype == torch.bool,
+                             f"pad must be bool {lead}, got {self.pad.dtype} {tuple(self.pad.shape)}"),
+                            (len(self.meta) in (0, b), f"meta has {len(self.meta)} entries for {b} samples")):
             if not ok:
                 raise ValueError(f"{where}: {message}")
 
@@ -193,6 +157,33 @@ class TokenBatch:
         return replace(self, values=pin(self.values), coords=pin(self.coords), pad=pin(self.pad),
                        kinds=pin(self.kinds), attn_bias=pin(self.attn_bias),
                        targets={k: pin(v) for k, v in self.targets.items()})
+
+
+def _check_shapes(spec: TokenSpec, lead: tuple[int, ...], values: Tensor, coords: Tensor, kinds: Tensor | None,
+                  attn_bias: Tensor | None, targets: dict[str, Tensor], where: str) -> None:
+    """The shape checks of :meth:`Tokens.validate` and :meth:`TokenBatch.validate`; ``lead`` is
+    ``(num_tokens,)`` for one sample and ``(batch, num_tokens)`` for a batch."""
+    n = lead[-1]
+    checks = [
+        (values.ndim == len(lead) + 1 and tuple(values.shape) == (*lead, spec.value_dim),
+         f"values must be {(*lead, spec.value_dim)}, got {tuple(values.shape)}"),
+        (tuple(coords.shape) == (*lead, spec.coord_dim),
+         f"coords must be {(*lead, spec.coord_dim)}, got {tuple(coords.shape)}"),
+    ]
+    if spec.kind_vocab:
+        want = (*lead, len(spec.kind_vocab))
+        checks.append((kinds is not None and tuple(kinds.shape) == want,
+                       f"kinds must be {want}, got {None if kinds is None else tuple(kinds.shape)}"))
+    if spec.bias_channels:
+        want = (*lead, n) if spec.bias_channels == 1 else (*lead, n, spec.bias_channels)
+        checks.append((attn_bias is not None and tuple(attn_bias.shape) == want,
+                       f"attn_bias must be {want}, got {None if attn_bias is None else tuple(attn_bias.shape)}"))
+    for name, target in targets.items():
+        checks.append((tuple(target.shape[:len(lead)]) == lead,
+                       f"targets[{name!r}] is {tuple(target.shape)} for {lead} tokens"))
+    for ok, message in checks:
+        if not ok:
+            raise ValueError(f"{where}: {message}")
 
 
 def _pad_stack(tensors: Sequence[Tensor], length: int, fill: float = 0.0) -> Tensor:

@@ -54,7 +54,7 @@ def test_batched_fetch_matches_per_sample_and_fills_labels():
 def test_batched_tokens_off_spec_name_the_modality():
     modality = Rows()
     modality.broken = True
-    with pytest.raises(DataError, match=r"rows batch.*values must be \(batch, tokens, 2\).*tokenize_batch"):
+    with pytest.raises(DataError, match=r"rows batch.*values must be \(2, 3, 2\), got \(2, 3, 1\).*tokenize_batch"):
         TokenDataset(list(range(6)), modality).__getitems__([(0, None), (2, None)])
 
 
