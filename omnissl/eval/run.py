@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from omnissl.build import build_dataset, build_encoder, build_modality
@@ -20,6 +22,11 @@ from omnissl.train.loop import pick_device
 
 def load_run(run_dir: Path, registry: Registry) -> tuple[Recipe, Modality, torch.nn.Module]:
     """The resolved recipe, the modality and the pre-trained encoder of a run folder."""
+    recipe, modality, encoder, _ = _load_run(run_dir, registry)
+    return recipe, modality, encoder
+
+
+def _load_run(run_dir: Path, registry: Registry) -> tuple[Recipe, Modality, torch.nn.Module, dict[str, Any]]:
     recipe_path = run_dir / "recipe.yaml"
     if not recipe_path.is_file():
         raise OmnisslError(f"{run_dir} is not a run folder: it has no recipe.yaml (was it written by omnissl train?)")
@@ -31,20 +38,40 @@ def load_run(run_dir: Path, registry: Registry) -> tuple[Recipe, Modality, torch
     encoder = build_encoder(recipe, registry, modality)
     weights = {k[len("encoder."):]: v for k, v in state["model"].items() if k.startswith("encoder.")}
     encoder.load_state_dict(weights)
-    return recipe, modality, encoder
+    return recipe, modality, encoder, state
 
 
-def probe_run(run_dir: Path, registry: Registry) -> dict[str, Any]:
-    """Run the probes of ``run_dir`` (written by ``omnissl train``) and write ``run_dir/probe.json``."""
-    recipe, modality, pretrained = load_run(run_dir, registry)
-    device = pick_device(recipe.train.device)
+@dataclass
+class ProbeSetup:
+    """What the probes of a run folder compare: its pre-trained encoder, a randomly initialised
+    one (seeded by ``probe.seed``), the data and the run's own train / held-out split."""
+
+    recipe: Recipe
+    pretrained: torch.nn.Module
+    random_init: torch.nn.Module
+    tokens: TokenDataset
+    train_idx: np.ndarray
+    test_idx: np.ndarray
+    checkpoint: dict[str, Any]  # the run's last checkpoint, for tools that need more than the encoder
+
+
+def probe_setup(run_dir: Path, registry: Registry) -> ProbeSetup:
+    """Everything :func:`probe_run` (and plugins' diagnostics) need from ``run_dir``."""
+    recipe, modality, pretrained, state = _load_run(run_dir, registry)
     dataset = build_dataset(recipe, registry)
     torch.manual_seed(recipe.probe.seed + 1)
     random_init = build_encoder(recipe, registry, modality)
     val_fraction = recipe.get("data", "val_fraction", 0.1) or 0.2
     train_idx, test_idx = split_indices(len(dataset), val_fraction, recipe.train.seed)
-    return run_probes(pretrained.to(device), random_init.to(device), TokenDataset(dataset, modality), train_idx,
-                      test_idx, recipe.probe, device, run_dir / "probe.json")
+    return ProbeSetup(recipe, pretrained, random_init, TokenDataset(dataset, modality), train_idx, test_idx, state)
+
+
+def probe_run(run_dir: Path, registry: Registry) -> dict[str, Any]:
+    """Run the probes of ``run_dir`` (written by ``omnissl train``) and write ``run_dir/probe.json``."""
+    setup = probe_setup(run_dir, registry)
+    device = pick_device(setup.recipe.train.device)
+    return run_probes(setup.pretrained.to(device), setup.random_init.to(device), setup.tokens, setup.train_idx,
+                      setup.test_idx, setup.recipe.probe, device, run_dir / "probe.json")
 
 
 def export_run(run_dir: Path, exporter: str, out: Path, registry: Registry) -> Path:

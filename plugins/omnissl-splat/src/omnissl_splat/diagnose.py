@@ -22,13 +22,12 @@ import numpy as np
 import torch
 
 from omnissl import collate_tokens
-from omnissl.build import build_dataset, build_encoder, build_masker, build_objective
+from omnissl.build import build_masker, build_objective
 from omnissl.eval.probe import encode
-from omnissl.eval.run import load_run
+from omnissl.eval.run import probe_setup
 from omnissl.plugins import get_registry
 from omnissl.tokens import gather_rows
-from omnissl.train.checkpoint import LAST, load_checkpoint
-from omnissl.train.data import TokenDataset, split_indices, step_generator
+from omnissl.train.data import TokenDataset, step_generator
 from omnissl_splat.ply import ATTRIBUTES
 
 NUISANCES = ("colour", "scale")
@@ -75,20 +74,16 @@ def nuisance_r2(encoder: torch.nn.Module, tokens: TokenDataset, train_idx: np.nd
 
 
 def diagnose(run_dir: Path) -> dict[str, Any]:
-    """Loss terms and nuisance R^2 of a run folder written by ``omnissl train``."""
+    """Loss terms and nuisance R^2 of a run folder written by ``omnissl train``, on the probes'
+    split and against the probes' random encoder."""
     registry = get_registry()
-    recipe, modality, pretrained = load_run(run_dir, registry)
-    dataset = build_dataset(recipe, registry)
-    tokens = TokenDataset(dataset, modality)
-    train_idx, test_idx = split_indices(len(dataset), recipe.get("data", "val_fraction", 0.1) or 0.2,
-                                        recipe.train.seed)
-    objective = build_objective(recipe, registry, pretrained, modality)
-    objective.load_state_dict(load_checkpoint(run_dir / "checkpoints" / LAST)["model"])
-    torch.manual_seed(recipe.probe.seed + 1)  # the probes' random encoder
-    random_init = build_encoder(recipe, registry, modality)
-    return {"terms": loss_terms(objective, build_masker(recipe, registry), tokens, test_idx, recipe.train.seed),
-            "nuisance_r2": {name: nuisance_r2(enc, tokens, train_idx, test_idx, recipe.probe.pool)
-                            for name, enc in (("pretrained", objective.encoder), ("random", random_init))}}
+    setup = probe_setup(run_dir, registry)
+    recipe, tokens = setup.recipe, setup.tokens
+    objective = build_objective(recipe, registry, setup.pretrained, tokens.modality)
+    objective.load_state_dict(setup.checkpoint["model"])
+    return {"terms": loss_terms(objective, build_masker(recipe, registry), tokens, setup.test_idx, recipe.train.seed),
+            "nuisance_r2": {name: nuisance_r2(enc, tokens, setup.train_idx, setup.test_idx, recipe.probe.pool)
+                            for name, enc in (("pretrained", objective.encoder), ("random", setup.random_init))}}
 
 
 def format_report(report: dict[str, Any]) -> str:
