@@ -81,3 +81,11 @@ def test_discover_reads_a_list_file(ct_phantom_folder):
 def test_series_geometry_rejects_missing_and_duplicated_slices(positions, problem):
     with pytest.raises(DataError, match=problem):
         check_series_geometry(np.array(positions))
+
+
+def test_settings_key_ignores_how_numbers_are_spelled():
+    """YAML gives [2, 2, 2] or [2.0, 2.0, 2.0], lists or tuples: one cache folder for both."""
+    ints = PreprocessSettings("ct", [2, 2, 2], [-160, 240], -500)
+    floats = PreprocessSettings("ct", (2.0, 2.0, 2.0), (-160.0, 240.0), -500.0)
+    assert ints.key() == floats.key()
+    assert ints.key() != PreprocessSettings("ct", (2.0, 2.0, 3.0), (-160.0, 240.0)).key()

@@ -94,8 +94,7 @@ class CTVolumes:
     def __init__(self, root: str | None = None, list_file: str | None = None, intensity: str = "ct",
                  spacing: list[float] | None = (1.5, 1.5, 1.5), hu_window: list[float] = (-1000.0, 1000.0),
                  foreground_hu: float = -500.0, cache_dir: str = DEFAULT_CACHE, strict: bool = False):
-        settings = PreprocessSettings(intensity, tuple(spacing) if spacing is not None else None,
-                                      tuple(map(float, hu_window)), foreground_hu)
+        settings = PreprocessSettings(intensity, spacing, hu_window, foreground_hu)
         sources = discover(root, list_file)
         where = root if root is not None else list_file
         if not sources:
@@ -160,11 +159,11 @@ class CTPhantoms:
                 labels[f"phantom_{i:05d}.nii.gz"] = phantom.label
             labels_file.write_text(json.dumps(labels, indent=0))
         labels = json.loads(labels_file.read_text())
-        ct = PreprocessSettings("ct", tuple(spacing), tuple(map(float, hu_window)))
+        ct = PreprocessSettings("ct", spacing, hu_window)
         self.parts = [VolumeCache([Source(folder / name, "nifti") for name in sorted(labels)], ct, cache_dir)]
         label_list = [float(labels[s.path.name]) for s in self.parts[0].sources]
         if real_volumes:
-            mr = PreprocessSettings("mr", tuple(spacing))
+            mr = PreprocessSettings("mr", spacing)
             self.parts.append(VolumeCache([Source(mni152_t1_path(), "nifti")], mr, cache_dir))
             label_list += [float("nan")] * len(self.parts[1])
         self.labels = np.array(label_list)

@@ -53,6 +53,12 @@ class PreprocessSettings:
     margin: int = 2
 
     def __post_init__(self) -> None:
+        # One spelling per setting, so [2, 2, 2] and [2.0, 2.0, 2.0] (YAML, lists or tuples)
+        # give one cache key.
+        if self.spacing is not None:
+            object.__setattr__(self, "spacing", tuple(float(v) for v in self.spacing))
+        object.__setattr__(self, "hu_window", tuple(float(v) for v in self.hu_window))
+        object.__setattr__(self, "foreground_hu", float(self.foreground_hu))
         if self.intensity not in ("ct", "mr"):
             raise RecipeError(f"data.intensity must be 'ct' or 'mr', got {self.intensity!r}")
         if self.spacing is not None and (len(self.spacing) != 3 or min(self.spacing) <= 0):
