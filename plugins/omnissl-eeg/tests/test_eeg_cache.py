@@ -37,3 +37,19 @@ def test_eeg_cache_follows_file_content(eeg_raw, write_recording, tmp_path: Path
     after = EEGFolder(str(tmp_path / "data"), cache_dir=str(tmp_path / "cache"), **SETTINGS)[0]["signal"]
     np.testing.assert_allclose(after, 2.0 * before, rtol=1e-4, atol=1e-3)
     assert len(list((tmp_path / "cache").glob("*.npy"))) == 2
+
+
+def test_eeg_cached_dataset_pickles_as_file_names(eeg_raw, write_recording, tmp_path: Path):
+    """DataLoader workers started by spawn/forkserver receive the data set pickled: the memory
+    maps travel as file names, not as copies of every window, and read the same windows."""
+    import pickle
+
+    write_recording(eeg_raw, tmp_path / "data" / "rec.edf")
+    folder = EEGFolder(str(tmp_path / "data"), cache_dir=str(tmp_path / "cache"), **SETTINGS)
+    folder.get_batch([0, 1])  # builds the cached views, which must not be pickled
+    nbytes = folder.recordings[0].data.nbytes
+    blob = pickle.dumps(folder)
+    assert len(blob) < nbytes / 4, (len(blob), nbytes)
+    copy = pickle.loads(blob)
+    assert isinstance(copy.recordings[0].data, np.memmap)
+    np.testing.assert_array_equal(copy.get_batch([1, 3])["signal"], folder.get_batch([1, 3])["signal"])

@@ -99,3 +99,26 @@ def test_eeg_batched_tokens_equal_per_sample_tokens(mixed, target: str):
     assert fast.meta == slow.meta
     np.testing.assert_array_equal(fast.labels.numpy(), slow.labels.numpy())
     fast.validate(modality.spec())
+
+
+def test_eeg_montage_tables_follow_the_data_set(eeg_raw, meg_raw):
+    """One modality tokenising two data sets (training, then a probe set with other montages)
+    builds tables per data set: recordings sharing a montage share one table, and the second
+    data set's batches match per-sample tokenisation, never the first one's tables."""
+    from omnissl.train.data import TokenDataset
+
+    modality = EEGModality(patch_seconds=0.5)
+    twice = EEGRecordings([eeg_raw, eeg_raw.copy()], names=["a", "b"], **SETTINGS)
+    moved = eeg_raw.copy()
+    moved.pick(moved.ch_names[:9])  # fewer channels: another montage
+    other = EEGRecordings([moved, meg_raw], names=["moved", "meg"], **SETTINGS)
+    for dataset, montages in ((twice, 1), (other, 2), (twice, 1)):
+        tokens = TokenDataset(dataset, modality)
+        keys = [(0, None), (len(dataset) - 1, None), (1, None)]
+        fast = tokens.__getitems__(keys)
+        slow = collate_tokens([tokens[key] for key in sorted(keys)])
+        for name in ("values", "coords", "pad", "kinds"):
+            assert torch.equal(getattr(fast, name), getattr(slow, name)), name
+        assert fast.meta == slow.meta
+        length = dataset.recordings[0].data.shape[2]
+        assert len(modality._montage_tables(dataset, length).meta) == montages

@@ -28,6 +28,7 @@ class WindowDataset:
         recordings: the preprocessed windows of each recording.
         sources: a name for each recording (file path or object name).
         labels: (len(self),) labels when every recording has them, else None.
+        num_channels: (len(recordings),) channel count of each recording.
         skipped: (source, reason) of each recording that could not be used.
     """
 
@@ -44,6 +45,10 @@ class WindowDataset:
             raise DataError("no window survived preprocessing (" + "; ".join(
                 f"{s}: {w.report.get('rejected', 0)} rejected" for s, w in zip(self.sources, self.recordings))
                 + "); lower data.window_seconds or raise/disable data.reject")
+        self.num_channels = np.array([w.data.shape[1] for w in self.recordings], dtype=np.int64)
+        lengths = {w.data.shape[2] for w in self.recordings}
+        self._length = lengths.pop() if len(lengths) == 1 else None  # the one window length, or None
+        self._view_cache: list[np.ndarray] | None = None
         has_labels = all(w.labels is not None for w in self.recordings)
         self.labels = np.concatenate([w.labels for w in self.recordings]) if has_labels else None
 
@@ -62,41 +67,45 @@ class WindowDataset:
             "source": self.sources[r],
         }
 
-    def get_batch(self, indices: Sequence[int], scale: float = 1.0) -> dict[str, Any] | None:
+    def get_batch(self, indices: Sequence[int], scale: float = 1.0) -> dict[str, np.ndarray] | None:
         """Several windows at once, stacked, for :meth:`EEGModality.tokenize_batch`.
 
         Returns ``signal`` (B, C_max, T) float32, divided by ``scale`` as it is copied, where
-        a recording with fewer channels than the widest is zero-padded after its last
-        channel; ``recording`` (B,) says which of the batch's U recordings each window comes
-        from, and ``num_channels`` (U,), ``positions`` (U, C_max, 3), ``types`` (U, C_max),
-        ``channels``, ``sfreq`` and ``source`` (U each) describe those recordings. Each
-        window is read once, straight from the memory map into the batch (sorted indices
-        read each file front to back). None when windows differ in length
-        (``window_seconds: null``).
+        a recording with fewer channels than the widest in the batch is zero-padded after
+        its last channel, and ``recording`` (B,): the index in :attr:`recordings` of each
+        window's recording (its channels, positions, types, rate). Each window is read once,
+        straight from the memory map into the batch (sorted indices read each file front to
+        back). None when the windows differ in length (``window_seconds: null``).
         """
         index = np.asarray(indices, dtype=np.int64)
         rec = np.searchsorted(self.offsets, index, side="right") - 1
-        used, local = np.unique(rec, return_inverse=True)
-        recordings = [self.recordings[r] for r in used.tolist()]
-        if len({w.data.shape[2] for w in recordings}) > 1:
+        if self._length is None and len({self.recordings[r].data.shape[2] for r in set(rec.tolist())}) > 1:
             return None
-        counts = [w.data.shape[1] for w in recordings]
-        width, length = max(counts), recordings[0].data.shape[2]
-        positions = np.zeros((len(used), width, 3), dtype=np.float32)
-        types = np.zeros((len(used), width), dtype=np.int64)
-        for u, w in enumerate(recordings):
-            positions[u, : counts[u]] = w.positions
-            types[u, : counts[u]] = w.types
-        signal = (np.empty if min(counts) == width else np.zeros)((len(index), width, length), dtype=np.float32)
-        # Plain ndarray views of the memory maps: indexing an np.memmap costs a subclass
-        # round trip per window.
-        data = [w.data.view(np.ndarray) for w in recordings]
+        counts = self.num_channels[rec]
+        width, length = int(counts.max()), self.recordings[int(rec[0])].data.shape[2]
+        padded = int(counts.min()) < width
+        signal = (np.zeros if padded else np.empty)((len(index), width, length), dtype=np.float32)
+        views = self._views()
         divisor = np.float32(scale)
-        for b, (u, i) in enumerate(zip(local.tolist(), (index - self.offsets[rec]).tolist())):
-            np.divide(data[u][i], divisor, out=signal[b, : counts[u]])  # one pass, memory map -> batch
-        return {"signal": signal, "recording": local, "num_channels": np.asarray(counts, dtype=np.int64),
-                "positions": positions, "types": types, "channels": [w.channels for w in recordings],
-                "sfreq": [w.sfreq for w in recordings], "source": [self.sources[r] for r in used.tolist()]}
+        if padded:
+            for b, (r, i, c) in enumerate(zip(rec.tolist(), (index - self.offsets[rec]).tolist(), counts.tolist())):
+                np.divide(views[r][i], divisor, out=signal[b, :c])  # one pass, memory map -> batch
+        else:
+            for b, (r, i) in enumerate(zip(rec.tolist(), (index - self.offsets[rec]).tolist())):
+                np.divide(views[r][i], divisor, out=signal[b])
+        return {"signal": signal, "recording": rec}
+
+    def _views(self) -> list[np.ndarray]:
+        """Plain ndarray views of the recordings' memory maps, made once: indexing an
+        np.memmap costs a subclass round trip per window. Not pickled (see __getstate__)."""
+        if self._view_cache is None:
+            self._view_cache = [w.data.view(np.ndarray) for w in self.recordings]
+        return self._view_cache
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        state["_view_cache"] = None  # views of memory maps would pickle as full copies
+        return state
 
     def summary(self) -> str:
         """One line per recording: windows, channels by type, dropped channels, rejected windows."""

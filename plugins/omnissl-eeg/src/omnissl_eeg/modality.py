@@ -10,6 +10,8 @@ the token is hidden.
 
 from __future__ import annotations
 
+import weakref
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -58,6 +60,7 @@ class EEGModality(Modality):
         self.target = target
         self.spectral_weight = float(spectral_weight)
         self.position_scale = float(position_scale)
+        self._tables: dict[tuple[int, int], tuple[weakref.ref, _MontageTables]] = {}
 
     def spec(self) -> TokenSpec:
         return TokenSpec(value_dim=self.patch,
@@ -100,39 +103,74 @@ class EEGModality(Modality):
         as it copies (:meth:`WindowDataset.get_batch`); channel-major token order then makes
         tokenising a reshape: (B, C, P * patch) is (B, C * P, patch). A recording with fewer
         channels than the widest in the batch has zero channels after its real ones, so its
-        padding tokens form the tail, as the core's collate would put them.
+        padding tokens form the tail, as the core's collate would put them. Coordinates,
+        kinds, padding and metadata depend only on the recording's montage: they are built
+        once per montage (:meth:`_montage_tables`) and gathered.
         """
         get_batch = getattr(dataset, "get_batch", None)
         samples = get_batch(indices, scale=self.amplitude_scale) if callable(get_batch) else None
         if samples is None:
             return super().tokenize_batch(dataset, indices, seeds)
-        for rate, source in zip(samples["sfreq"], samples["source"]):
-            self._check_rate(rate, source)
         signal = torch.from_numpy(samples["signal"])  # [B, C, T], already divided by amplitude_scale
         batch, channels, length = signal.shape
-        patches = self._patches(length, samples["source"][0])
-        if length != patches * self.patch:
-            signal = signal[:, :, : patches * self.patch].contiguous()
-        values = signal.view(batch, channels * patches, self.patch)
-        # Token tables per recording (U of them), then one gather to the batch; numpy, whose
-        # calls on these small arrays cost ~2 us where torch's cost ~10 us (and torch's
-        # advanced indexing ran 2000x slower on two busy cores).
-        counts, rec = samples["num_channels"], samples["recording"]
-        tokens = channels * patches
-        pad = np.arange(tokens)[None, :] >= (counts * patches)[:, None]  # [U, C*P]
-        coords = np.empty((len(counts), tokens, 4), dtype=np.float32)
-        coords[..., :3] = np.repeat(samples["positions"], patches, axis=1)
-        coords[..., 3] = np.tile(np.arange(patches, dtype=np.float32), channels)
-        coords[pad] = 0.0
-        kinds = np.repeat(samples["types"], patches, axis=1)[..., None]  # padded with 0
-        pad, coords, kinds = torch.from_numpy(pad[rec]), torch.from_numpy(coords[rec]), torch.from_numpy(kinds[rec])
+        tables = self._montage_tables(dataset, length)
+        if length != tables.patches * self.patch:
+            signal = signal[:, :, : tables.patches * self.patch].contiguous()
+        tokens = channels * tables.patches
+        values = signal.view(batch, tokens, self.patch)
+        montage = tables.montage_of[samples["recording"]]  # [B]
+        # numpy gathers: on these small arrays its calls cost ~2 us where torch's cost ~10 us
+        # (and torch's advanced indexing ran 2000x slower on two busy cores).
+        pad = torch.from_numpy(tables.pad[:, :tokens][montage])
+        coords = torch.from_numpy(tables.coords[:, :tokens][montage])
+        kinds = torch.from_numpy(tables.kinds[:, :tokens][montage])
         targets = {}
         if self.target in ("spectral", "both"):
             targets["spectrum"] = patch_spectrum(values).masked_fill_(pad[..., None], 0.0)
-        tables = [{"channels": list(names), "num_channels": int(c), "num_patches": patches}
-                  for names, c in zip(samples["channels"], samples["num_channels"])]
-        meta = [dict(tables[u]) for u in samples["recording"].tolist()]
+        meta = [tables.meta[m] for m in montage.tolist()]  # shared per montage: read-only
         return TokenBatch(values=values, coords=coords, pad=pad, kinds=kinds, targets=targets, meta=meta)
+
+    def _montage_tables(self, dataset: Any, length: int) -> _MontageTables:
+        """Token tables of each distinct montage (channel names, positions, types) of
+        ``dataset``'s recordings, for windows of ``length`` samples; built on first use and
+        kept while the data set lives. Checks every recording's rate once."""
+        key = (id(dataset), length)
+        cached = self._tables.get(key)
+        if cached is not None and cached[0]() is dataset:
+            return cached[1]
+        for w, source in zip(dataset.recordings, dataset.sources):
+            self._check_rate(w.sfreq, source)
+        patches = self._patches(length, dataset.sources[0])
+        montages: dict[tuple, int] = {}
+        montage_of = np.empty(len(dataset.recordings), dtype=np.int64)
+        members: list[Any] = []
+        for r, w in enumerate(dataset.recordings):
+            ident = (tuple(w.channels), w.positions.tobytes(), w.types.tobytes())
+            montage_of[r] = montages.setdefault(ident, len(montages))
+            if montage_of[r] == len(members):
+                members.append(w)
+        width = max(len(w.channels) for w in members)
+        tokens = width * patches
+        counts = np.array([len(w.channels) for w in members])
+        pad = np.arange(tokens)[None, :] >= (counts * patches)[:, None]  # [M, C_max * P]
+        coords = np.zeros((len(members), tokens, 4), dtype=np.float32)
+        kinds = np.zeros((len(members), tokens, 1), dtype=np.int64)
+        for m, w in enumerate(members):
+            n = counts[m] * patches
+            coords[m, :n, :3] = np.repeat(w.positions, patches, axis=0)
+            coords[m, :n, 3] = np.tile(np.arange(patches, dtype=np.float32), counts[m])
+            kinds[m, :n, 0] = np.repeat(w.types, patches)
+        meta = [{"channels": list(w.channels), "num_channels": int(c), "num_patches": patches}
+                for w, c in zip(members, counts)]
+        tables = _MontageTables(patches, montage_of, pad, coords, kinds, meta)
+        self._tables = {k: v for k, v in self._tables.items() if v[0]() is not None}  # forget dead data sets
+        self._tables[key] = (weakref.ref(dataset), tables)
+        return tables
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        state["_tables"] = {}  # weak references do not pickle; a worker builds its own
+        return state
 
     def _check_rate(self, rate: float, source: str) -> None:
         if abs(float(rate) - self.sfreq) > 1e-6:
@@ -158,3 +196,21 @@ class EEGModality(Modality):
         from omnissl_eeg.viz import plot_traces
 
         return plot_traces(batch, hidden, predictions, path, self.patch, self.sfreq, self.amplitude_scale)
+
+
+@dataclass
+class _MontageTables:
+    """Per-montage token tables for one window length (see EEGModality._montage_tables).
+
+    ``montage_of`` (R,) maps each recording to its montage; ``pad`` (M, N), ``coords``
+    (M, N, 4) and ``kinds`` (M, N, 1) cover N = widest montage's channels x ``patches``
+    tokens, zero (and True in ``pad``) after a montage's own channels; ``meta`` one dict
+    per montage.
+    """
+
+    patches: int
+    montage_of: np.ndarray
+    pad: np.ndarray
+    coords: np.ndarray
+    kinds: np.ndarray
+    meta: list[dict[str, Any]]

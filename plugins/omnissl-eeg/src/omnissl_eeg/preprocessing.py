@@ -10,6 +10,7 @@ peak-to-peak amplitude is implausible. Everything numerical is done by MNE.
 from __future__ import annotations
 
 import json
+import mmap
 import warnings
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -98,6 +99,23 @@ class Windows:
         return {"channels": self.channels, "types": self.types.tolist(), "positions": self.positions.tolist(),
                 "sfreq": self.sfreq, "labels": None if self.labels is None else self.labels.tolist(),
                 "report": self.report, "shape": list(self.data.shape)}
+
+    def __getstate__(self) -> dict[str, Any]:
+        """A memory-mapped cache pickles as its file name (to DataLoader workers started by
+        spawn or forkserver), not as a copy of every window."""
+        state = dict(self.__dict__)
+        data = self.data
+        # Only a whole mapping: a slice of a memmap keeps its parent's offset.
+        if isinstance(data, np.memmap) and data.filename is not None and isinstance(data.base, mmap.mmap):
+            state["data"] = ("memmap", data.filename, data.offset, data.shape, data.dtype.str)
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        data = state["data"]
+        if isinstance(data, tuple) and data[0] == "memmap":
+            _, filename, offset, shape, dtype = data
+            state["data"] = np.memmap(filename, dtype=np.dtype(dtype), mode="r", offset=offset, shape=tuple(shape))
+        self.__dict__.update(state)
 
 
 def _drop_unusable(inst: Any, where: str, settings: Preprocessing) -> dict[str, str]:
