@@ -54,6 +54,10 @@ class Modality:
     """
 
     name: str = "modality"
+    #: Set True when ``on_device`` only rescales or adds targets, so ``tokenize`` already
+    #: makes tokens of the spec's shapes and the loader checks each batch against it (a
+    #: modality whose ``on_device`` regroups tokens is checked after ``on_device`` only).
+    on_device_keeps_spec: bool = False
 
     def spec(self) -> TokenSpec:
         """The :class:`TokenSpec` every sample's tokens follow."""
@@ -102,7 +106,10 @@ class Modality:
 
     def on_device(self, batch: TokenBatch) -> TokenBatch:
         """Last step of tokenisation, run on the training device after collation
-        (for work that is cheaper batched on a GPU). Identity by default."""
+        (for work that is cheaper batched on a GPU: scaling, spectra, grouping). Identity by
+        default. Each batch passes through once, straight from the loader (training,
+        validation, probes, plots), so it may reuse the batch's tensors in place: on the CPU,
+        where ``to(device)`` copies nothing, an out-of-place pass costs a fresh allocation."""
         return batch
 
     def baseline_features(self, sample: dict[str, Any]) -> np.ndarray | None:

@@ -77,3 +77,27 @@ def test_sampler_is_a_pure_function_of_seed_and_step():
     assert first[0] != next(iter(SeededBatchSampler(range(10), 3, seed=8)))
     plain = next(iter(SeededBatchSampler(range(10), 3, seed=7, augment=False)))
     assert [s for _, s in plain] == [None, None, None]
+
+
+class Halved(Rows):
+    """on_device drops half of each value: tokens leave the loader in spec, not the device."""
+
+    name = "halved"
+
+    def on_device(self, batch):
+        from dataclasses import replace
+
+        return replace(batch, values=batch.values[..., :1])
+
+
+def test_on_device_output_is_checked_where_the_loader_cannot():
+    from omnissl.train.loop import check_device_batch
+
+    assert not TokenDataset(list(range(6)), Halved()).check_spec  # on_device may regroup: not checked early
+    keeps = Halved()
+    keeps.on_device_keeps_spec = True  # declared shape-preserving (EEG's scaling): checked in the loader
+    assert TokenDataset(list(range(6)), keeps).check_spec
+    good = collate_tokens([Rows().tokenize(i, None) for i in (1, 2)])
+    check_device_batch(Rows().on_device(good), SPEC, "rows")
+    with pytest.raises(DataError, match=r"halved batch after on_device.*values must be \(2, 3, 2\).*on_device\(\)"):
+        check_device_batch(Halved().on_device(good), SPEC, "halved")

@@ -46,8 +46,8 @@ class TokenDataset(Dataset):
         self.spec = modality.spec()
         self.labels = labels_of(dataset)
         # spec() describes the tokens the encoder sees; a modality that finishes tokenising
-        # on the device (on_device) emits something else here, checked after on_device.
-        self.check_spec = type(modality).on_device is Modality.on_device
+        # on the device (on_device) may emit something else here, checked after on_device.
+        self.check_spec = type(modality).on_device is Modality.on_device or modality.on_device_keeps_spec
         self.batched = type(modality).tokenize_batch is not Modality.tokenize_batch
 
     def __len__(self) -> int:
@@ -74,7 +74,7 @@ class TokenDataset(Dataset):
         tokenises batches itself; then the keys are sorted by index first."""
         if not self.batched:
             return [self[key] for key in keys]
-        keys = sorted(keys, key=lambda key: key[0])
+        keys = sorted(keys)  # by index (indices in a batch are distinct)
         indices = [int(index) for index, _ in keys]
         batch = self.modality.tokenize_batch(self.dataset, indices, [seed for _, seed in keys])
         if self.check_spec:
