@@ -7,11 +7,14 @@ cut 4 s windows with a 4 s stride. braindecode (Schirrmeister et al. 2017; its
 ``preprocess`` + ``create_fixed_length_windows`` over ``RawDataset``) keeps the
 preprocessed recordings in memory and cuts windows on access; omnissl-eeg preprocesses
 once into a memory-mapped cache. Each side is iterated through a torch DataLoader for
-several epochs (batch 64, no workers); the headline is the median epoch after the first, when omnissl reads
-its warm cache. omnissl is timed twice: windows (the data set's batched read, stacked
-windows as braindecode's loader yields them) and tokens (tokenised and padded
-TokenBatches through the trainer's own sampler, data set and collate: what the training
-loop takes). The last line, the headline, is the tokens ratio.
+several epochs (batch 64, no workers, torch's default threads for both); the headline is
+the median epoch after the first, when omnissl reads its warm cache. omnissl is timed three
+ways: windows (the data set's batched read, stacked windows as braindecode's loader yields
+them), tokens (tokenised and padded TokenBatches through the trainer's own sampler, data set
+and collate: what the training loop takes, in microvolts as braindecode's windows), and
+tokens + on_device (the division by the amplitude scale that the training step runs on its
+device, here the CPU; braindecode users scale on the device too, as LaBraM does). The last
+line, the headline, is the tokens ratio.
 
     python benchmarks/eeg_windows.py [--files 8] [--minutes 5] [--channels 32] [--epochs 11]
 """
@@ -57,14 +60,17 @@ def write_edf_folder(folder: Path, files: int, minutes: float, channels: int) ->
     return paths
 
 
-def iterate(dataset, collate=None, batch_sampler=None) -> tuple[int, float]:
-    """(windows, seconds) for one pass of a DataLoader over ``dataset``."""
+def iterate(dataset, collate=None, batch_sampler=None, finish=None) -> tuple[int, float]:
+    """(windows, seconds) for one pass of a DataLoader over ``dataset``; ``finish`` is applied
+    to each batch in the timed loop."""
     if batch_sampler is not None:
         loader = DataLoader(dataset, batch_sampler=batch_sampler, collate_fn=collate, num_workers=0)
     else:
         loader = DataLoader(dataset, batch_size=BATCH, shuffle=True, collate_fn=collate, num_workers=0)
     count, start = 0, time.perf_counter()
     for batch in loader:
+        if finish is not None:
+            batch = finish(batch)
         count += (batch[0] if isinstance(batch, (list, tuple)) else batch.values).shape[0]
     return count, time.perf_counter() - start
 
@@ -149,12 +155,14 @@ def main() -> None:
         print(f"setup: braindecode preprocess+windows {bd_setup:.2f} s | omnissl cold cache {om_cold:.2f} s, "
               f"warm open {om_warm:.3f} s")
 
-        tokens = TokenDataset(om, EEGModality(sfreq=SFREQ, patch_seconds=1.0))
+        modality = EEGModality(sfreq=SFREQ, patch_seconds=1.0)
+        tokens = TokenDataset(om, modality)
         rates = {}
+        epoch = _one_epoch(SeededBatchSampler(range(len(om)), BATCH, 0))
         runs = {"braindecode": lambda: iterate(bd),
                 "omnissl windows": lambda: iterate(Windows(om), _first),
-                "omnissl tokens": lambda: iterate(tokens, collate_tokens,
-                                                  _one_epoch(SeededBatchSampler(range(len(om)), BATCH, 0)))}
+                "omnissl tokens": lambda: iterate(tokens, collate_tokens, epoch),
+                "+ on_device(cpu)": lambda: iterate(tokens, collate_tokens, epoch, modality.on_device)}
         for name, run in runs.items():
             count, seconds = run()
             rates[name, 1] = count / seconds
@@ -170,8 +178,11 @@ def main() -> None:
             rates[name, 2] = count / seconds
             print(f"{name:<16} epochs 2-{args.epochs} (median): {count} windows in {seconds:.3f} s = "
                   f"{count / seconds:,.0f} windows/s")
+        print(f"torch threads: {torch.get_num_threads()} (both pipelines)")
         print(f"ratio omnissl windows/braindecode windows_per_s (epochs 2+): "
               f"{rates['omnissl windows', 2] / rates['braindecode', 2]:.1f}x")
+        print(f"ratio omnissl tokens + on_device on this CPU/braindecode windows_per_s (epochs 2+): "
+              f"{rates['+ on_device(cpu)', 2] / rates['braindecode', 2]:.1f}x")
         print(f"ratio omnissl/braindecode windows_per_s (epochs 2+, omnissl delivering padded token batches): "
               f"{rates['omnissl tokens', 2] / rates['braindecode', 2]:.1f}x")
 

@@ -31,7 +31,14 @@ def test_eeg_tokens_match_spec(mixed, target: str):
         tokens.validate(spec)
         assert len(tokens) == channels * 4  # 2 s windows of 0.5 s patches
         assert tokens.coords[:, 3].unique().tolist() == [0.0, 1.0, 2.0, 3.0]
-        assert (target != "raw") == ("spectrum" in tokens.targets)
+        signal = torch.as_tensor(mixed[index]["signal"])
+        assert torch.equal(tokens.values, signal.reshape(channels * 4, -1))  # field units on the host
+        device = modality.on_device(collate_tokens([tokens]))  # what the encoder sees
+        device.validate(spec)
+        assert torch.equal(device.values[0], tokens.values / modality.amplitude_scale)
+        assert (target != "raw") == ("spectrum" in device.targets)
+        if target != "raw":
+            torch.testing.assert_close(device.targets["spectrum"][0], patch_spectrum(device.values[0]))
     streams = {s.name for s in modality.target_streams()}
     assert streams == {"raw": {"values"}, "spectral": {"spectrum"}, "both": {"values", "spectrum"}}[target]
 
@@ -49,8 +56,9 @@ def test_eeg_spectrum_inverts_and_phase_loss_wraps():
 
 def test_eeg_mixed_montage_batch_trains_and_padding_is_inert(mixed):
     modality = EEGModality(patch_seconds=0.5, target="both")
-    batch = collate_tokens([modality.tokenize(mixed[i], None) for i in (0, 1, len(mixed) - 1)])
+    batch = modality.on_device(collate_tokens([modality.tokenize(mixed[i], None) for i in (0, 1, len(mixed) - 1)]))
     assert batch.pad[:2].sum(1).tolist() == [88, 88] and not batch.pad[2].any()  # 56 EEG vs 144 MEG tokens
+    assert not batch.targets["spectrum"][batch.pad].any()
     torch.manual_seed(0)
     objective = MAE(TokenEncoder(modality.spec(), modality, dim=32, depth=1, heads=2), modality,
                     decoder_dim=32, decoder_depth=1, decoder_heads=2)
@@ -63,7 +71,8 @@ def test_eeg_mixed_montage_batch_trains_and_padding_is_inert(mixed):
         loss.backward()
         assert torch.isfinite(loss)
         # garbage in the padding rows changes nothing
-        poisoned = collate_tokens([modality.tokenize(mixed[i], None) for i in (0, 1, len(mixed) - 1)])
+        poisoned = modality.on_device(collate_tokens([modality.tokenize(mixed[i], None)
+                                                      for i in (0, 1, len(mixed) - 1)]))
         poisoned.values[poisoned.pad] = 1e6
         poisoned.targets["spectrum"][poisoned.pad] = 1e6
         assert torch.allclose(objective(poisoned, mask).loss, loss)

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
+import torch
 
 from omnissl import skip_or_raise
 from omnissl.errors import DataError
@@ -49,6 +50,7 @@ class WindowDataset:
         lengths = {w.data.shape[2] for w in self.recordings}
         self._length = lengths.pop() if len(lengths) == 1 else None  # the one window length, or None
         self._view_cache: list[np.ndarray] | None = None
+        self._tensor_cache: list[torch.Tensor] | None = None
         has_labels = all(w.labels is not None for w in self.recordings)
         self.labels = np.concatenate([w.labels for w in self.recordings]) if has_labels else None
 
@@ -67,15 +69,15 @@ class WindowDataset:
             "source": self.sources[r],
         }
 
-    def get_batch(self, indices: Sequence[int], scale: float = 1.0) -> dict[str, np.ndarray] | None:
+    def get_batch(self, indices: Sequence[int]) -> dict[str, np.ndarray] | None:
         """Several windows at once, stacked, for :meth:`EEGModality.tokenize_batch`.
 
-        Returns ``signal`` (B, C_max, T) float32, divided by ``scale`` as it is copied, where
-        a recording with fewer channels than the widest in the batch is zero-padded after
-        its last channel, and ``recording`` (B,): the index in :attr:`recordings` of each
-        window's recording (its channels, positions, types, rate). Each window is read once,
-        straight from the memory map into the batch (sorted indices read each file front to
-        back). None when the windows differ in length (``window_seconds: null``).
+        Returns ``signal`` (B, C_max, T) float32 in field units, where a recording with fewer
+        channels than the widest in the batch is zero-padded after its last channel, and
+        ``recording`` (B,): the index in :attr:`recordings` of each window's recording (its
+        channels, positions, types, rate). Each window is copied once, straight from the
+        memory map into the batch; sorted indices read each file front to back. None when
+        the windows differ in length (``window_seconds: null``).
         """
         index = np.asarray(indices, dtype=np.int64)
         rec = np.searchsorted(self.offsets, index, side="right") - 1
@@ -83,16 +85,22 @@ class WindowDataset:
             return None
         counts = self.num_channels[rec]
         width, length = int(counts.max()), self.recordings[int(rec[0])].data.shape[2]
-        padded = int(counts.min()) < width
-        signal = (np.zeros if padded else np.empty)((len(index), width, length), dtype=np.float32)
-        views = self._views()
-        divisor = np.float32(scale)
-        if padded:
-            for b, (r, i, c) in enumerate(zip(rec.tolist(), (index - self.offsets[rec]).tolist(), counts.tolist())):
-                np.divide(views[r][i], divisor, out=signal[b, :c])  # one pass, memory map -> batch
-        else:
-            for b, (r, i) in enumerate(zip(rec.tolist(), (index - self.offsets[rec]).tolist())):
-                np.divide(views[r][i], divisor, out=signal[b])
+        local = index - self.offsets[rec]
+        if int(counts.min()) < width:  # mixed montages: zero channels after each recording's own
+            signal = np.zeros((len(index), width, length), dtype=np.float32)
+            views = self._views()
+            for b, (r, i, c) in enumerate(zip(rec.tolist(), local.tolist(), counts.tolist())):
+                signal[b, :c] = views[r][i]
+            return {"signal": signal, "recording": rec}
+        # One index_select per recording (sorted indices: one run each). It runs on torch's
+        # intra-op threads; the copy is bound by a core's memory bandwidth, so two threads
+        # deliver ~1.5x numpy's one-thread loop (BENCHMARKS.md). DataLoader workers run torch
+        # on one thread, where it is as fast as numpy.
+        signal = np.empty((len(index), width, length), dtype=np.float32)
+        out, tensors = torch.from_numpy(signal), self._tensors()
+        runs = (np.flatnonzero(np.diff(rec)) + 1).tolist()
+        for start, stop in zip([0, *runs], [*runs, len(index)]):
+            torch.index_select(tensors[int(rec[start])], 0, torch.from_numpy(local[start:stop]), out=out[start:stop])
         return {"signal": signal, "recording": rec}
 
     def _views(self) -> list[np.ndarray]:
@@ -102,9 +110,17 @@ class WindowDataset:
             self._view_cache = [w.data.view(np.ndarray) for w in self.recordings]
         return self._view_cache
 
+    def _tensors(self) -> list[torch.Tensor]:
+        """The same views as tensors (read-only memory maps: torch warns, but only reads them)."""
+        if self._tensor_cache is None:
+            with warnings.catch_warnings():
+                warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+                self._tensor_cache = [torch.from_numpy(view) for view in self._views()]
+        return self._tensor_cache
+
     def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)
-        state["_view_cache"] = None  # views of memory maps would pickle as full copies
+        state["_view_cache"] = state["_tensor_cache"] = None  # views of memory maps would pickle as copies
         return state
 
     def summary(self) -> str:

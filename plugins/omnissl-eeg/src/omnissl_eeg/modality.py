@@ -10,6 +10,7 @@ the token is hidden.
 
 from __future__ import annotations
 
+import dataclasses
 import weakref
 from dataclasses import dataclass
 from pathlib import Path
@@ -46,6 +47,7 @@ class EEGModality(Modality):
     """
 
     name = "eeg"
+    on_device_keeps_spec = True  # it scales values and adds a target; shapes are tokenize's
 
     def __init__(self, sfreq: float = 200.0, patch_seconds: float = 1.0, amplitude_scale: float = 100.0,
                  target: str = "raw", spectral_weight: float = 1.0, position_scale: float = 0.05):
@@ -77,7 +79,9 @@ class EEGModality(Modality):
         return streams
 
     def tokenize(self, sample: dict[str, Any], rng: np.random.Generator | None) -> Tokens:
-        """(C, T) signal -> C * (T // patch) tokens, channel-major (token ``c * P + p``).
+        """(C, T) signal -> C * (T // patch) tokens, channel-major (token ``c * P + p``), values
+        still in field units (uV, fT, fT/cm); :meth:`on_device` scales them and adds the
+        spectral target.
 
         No augmentation: ``rng`` is unused (masking is the only randomness MAE needs).
         """
@@ -86,21 +90,20 @@ class EEGModality(Modality):
         signal = torch.as_tensor(np.asarray(sample["signal"], dtype=np.float32))  # [C, T]
         channels, length = signal.shape
         patches = self._patches(length, source)
-        values = signal[:, : patches * self.patch].reshape(channels * patches, self.patch) / self.amplitude_scale
+        values = signal[:, : patches * self.patch].reshape(channels * patches, self.patch)  # field units
         positions = torch.as_tensor(np.asarray(sample["positions"], dtype=np.float32))  # [C, 3]
         time = torch.arange(patches, dtype=torch.float32).repeat(channels)[:, None]  # [C*P, 1]
         coords = torch.cat([positions.repeat_interleave(patches, dim=0), time], dim=1)  # [C*P, 4]
         kinds = torch.as_tensor(np.asarray(sample["types"], dtype=np.int64)).repeat_interleave(patches)[:, None]
-        targets = {"spectrum": patch_spectrum(values)} if self.target in ("spectral", "both") else {}
         meta = {"channels": list(sample.get("channels", [])), "num_channels": channels, "num_patches": patches}
-        return Tokens(values=values, coords=coords, kinds=kinds, targets=targets, meta=meta)
+        return Tokens(values=values, coords=coords, kinds=kinds, meta=meta)
 
     def tokenize_batch(self, dataset: Any, indices: Sequence[int], seeds: Sequence[int | None]) -> TokenBatch:
         """The same TokenBatch as tokenising each window and padding, without a Python loop
         over samples, for this plugin's data sets (others take the default path).
 
-        The data set copies each window from its memory map into the batch once, scaling
-        as it copies (:meth:`WindowDataset.get_batch`); channel-major token order then makes
+        The data set copies each window from its memory map into the batch once
+        (:meth:`WindowDataset.get_batch`); channel-major token order then makes
         tokenising a reshape: (B, C, P * patch) is (B, C * P, patch). A recording with fewer
         channels than the widest in the batch has zero channels after its real ones, so its
         padding tokens form the tail, as the core's collate would put them. Coordinates,
@@ -108,10 +111,10 @@ class EEGModality(Modality):
         once per montage (:meth:`_montage_tables`) and gathered.
         """
         get_batch = getattr(dataset, "get_batch", None)
-        samples = get_batch(indices, scale=self.amplitude_scale) if callable(get_batch) else None
+        samples = get_batch(indices) if callable(get_batch) else None
         if samples is None:
             return super().tokenize_batch(dataset, indices, seeds)
-        signal = torch.from_numpy(samples["signal"])  # [B, C, T], already divided by amplitude_scale
+        signal = torch.from_numpy(samples["signal"])  # [B, C, T] in field units
         batch, channels, length = signal.shape
         tables = self._montage_tables(dataset, length)
         if length != tables.patches * self.patch:
@@ -124,11 +127,20 @@ class EEGModality(Modality):
         pad = torch.from_numpy(tables.pad[:, :tokens][montage])
         coords = torch.from_numpy(tables.coords[:, :tokens][montage])
         kinds = torch.from_numpy(tables.kinds[:, :tokens][montage])
-        targets = {}
-        if self.target in ("spectral", "both"):
-            targets["spectrum"] = patch_spectrum(values).masked_fill_(pad[..., None], 0.0)
         meta = [tables.meta[m] for m in montage.tolist()]  # shared per montage: read-only
-        return TokenBatch(values=values, coords=coords, pad=pad, kinds=kinds, targets=targets, meta=meta)
+        return TokenBatch(values=values, coords=coords, pad=pad, kinds=kinds, meta=meta)
+
+    def on_device(self, batch: TokenBatch) -> TokenBatch:
+        """Divide the values by ``amplitude_scale`` (in place: the batch is the loader's, made
+        for this call) and compute the spectral target, on the training device, as LaBraM
+        scales its batches on the GPU, where both cost microseconds; in the loader the division
+        was a second pass over the batch (a fifth of its time) and the FFT more. Zero padding
+        stays zero."""
+        values = batch.values.div_(self.amplitude_scale)
+        targets = dict(batch.targets)
+        if self.target in ("spectral", "both"):
+            targets["spectrum"] = patch_spectrum(values).masked_fill_(batch.pad[..., None], 0.0)
+        return dataclasses.replace(batch, values=values, targets=targets)
 
     def _montage_tables(self, dataset: Any, length: int) -> _MontageTables:
         """Token tables of each distinct montage (channel names, positions, types) of
