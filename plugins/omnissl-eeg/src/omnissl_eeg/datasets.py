@@ -94,7 +94,7 @@ class WindowDataset:
             return {"signal": signal, "recording": rec}
         # One index_select per recording (sorted indices: one run each). It runs on torch's
         # intra-op threads; the copy is bound by a core's memory bandwidth, so two threads
-        # deliver ~1.5x numpy's one-thread loop (BENCHMARKS.md). DataLoader workers run torch
+        # deliver ~1.4x numpy's one-thread loop (BENCHMARKS.md). DataLoader workers run torch
         # on one thread, where it is as fast as numpy.
         signal = np.empty((len(index), width, length), dtype=np.float32)
         out, tensors = torch.from_numpy(signal), self._tensors()
