@@ -113,3 +113,30 @@ def test_phantom_set_labels_each_phantom_with_its_lesion_type(tmp_path):
     again = CTPhantoms(n=6, shape=[24, 24, 24], seed=1, real_volumes=False, hu_window=[-160, 240],
                        cache_dir=str(tmp_path))
     assert again.parts[0].folder == dataset.parts[0].folder  # integer HU: the same settings, the same cache
+
+
+def test_phantom_set_appears_whole_or_not_at_all(tmp_path: Path, monkeypatch):
+    """A crash while generating leaves no partial phantom folder for the next run to trust; a
+    concurrent writer that finished first wins and the other's copy is discarded."""
+    import omnissl_ct.datasets as datasets
+
+    real = datasets.write_nifti
+    calls = {"n": 0}
+
+    def crash_on_third(phantom, path):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise KeyboardInterrupt  # killed mid-way
+        return real(phantom, path)
+
+    monkeypatch.setattr(datasets, "write_nifti", crash_on_third)
+    with pytest.raises(KeyboardInterrupt):
+        CTPhantoms(n=4, shape=[16, 16, 16], real_volumes=False, cache_dir=str(tmp_path / "cache"))
+    assert not [p for p in (tmp_path / "cache").iterdir() if p.name.startswith("phantoms-")]  # nothing left
+    monkeypatch.setattr(datasets, "write_nifti", real)
+    first = CTPhantoms(n=4, shape=[16, 16, 16], real_volumes=False, cache_dir=str(tmp_path / "cache"))
+    folder = first.parts[0].sources[0].path.parent
+    before = {p.name: p.stat().st_mtime_ns for p in folder.iterdir()}
+    datasets._write_phantoms(folder, 4, [16, 16, 16], [2.0, 2.0, 2.0], 0)  # a racing writer, finishing second
+    assert {p.name: p.stat().st_mtime_ns for p in folder.iterdir()} == before
+    assert [p.name for p in folder.parent.iterdir() if ".partial-" in p.name] == []

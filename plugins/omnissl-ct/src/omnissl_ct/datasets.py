@@ -11,6 +11,9 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
+import shutil
+import uuid
 import warnings
 from pathlib import Path
 from typing import Any, Sequence
@@ -151,13 +154,7 @@ class CTPhantoms:
         folder = Path(cache_dir).expanduser() / f"phantoms-v{GENERATOR_VERSION}-n{n}-s{seed}-{size}"
         labels_file = folder / "labels.json"
         if not labels_file.is_file():
-            rng = np.random.default_rng(seed)
-            labels = {}
-            for i in range(n):
-                phantom = make_phantom(rng, shape, spacing)
-                write_nifti(phantom, folder / f"phantom_{i:05d}.nii.gz")
-                labels[f"phantom_{i:05d}.nii.gz"] = phantom.label
-            labels_file.write_text(json.dumps(labels, indent=0))
+            _write_phantoms(folder, n, shape, spacing, seed)
         labels = json.loads(labels_file.read_text())
         ct = PreprocessSettings("ct", spacing, hu_window)
         self.parts = [VolumeCache([Source(folder / name, "nifti") for name in sorted(labels)], ct, cache_dir)]
@@ -180,3 +177,27 @@ class CTPhantoms:
                 return part[index]
             index -= len(part)
         raise IndexError(index)
+
+
+def _write_phantoms(folder: Path, n: int, shape: Sequence[int], spacing: Sequence[float], seed: int) -> None:
+    """Generate the phantom set into a private folder and rename it into place, so a crash
+    never leaves a partial set and two processes generating the same set at once (DDP ranks,
+    parallel tests) never mix files; the loser of the race discards its copy."""
+    partial = folder.with_name(f"{folder.name}.partial-{os.getpid()}-{uuid.uuid4().hex[:8]}")
+    rng = np.random.default_rng(seed)
+    labels = {}
+    try:
+        for i in range(n):
+            phantom = make_phantom(rng, shape, spacing)
+            write_nifti(phantom, partial / f"phantom_{i:05d}.nii.gz")
+            labels[f"phantom_{i:05d}.nii.gz"] = phantom.label
+        (partial / "labels.json").write_text(json.dumps(labels, indent=0))
+        if folder.is_dir() and not (folder / "labels.json").is_file():
+            shutil.rmtree(folder)  # a partial set left by a crash of an older version
+        try:
+            os.rename(partial, folder)
+        except OSError:
+            if not (folder / "labels.json").is_file():  # not another process's complete set
+                raise
+    finally:
+        shutil.rmtree(partial, ignore_errors=True)
