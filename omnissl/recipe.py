@@ -53,7 +53,7 @@ class TrainConfig:
     batch_size: int = 64  # effective batch per optimiser step
     micro_batch_size: int | None = None  # per forward; batch_size / micro_batch_size accumulation steps
     clip_grad: float | None = 1.0
-    precision: str = "auto"  # auto (bf16 on CUDA, fp32 on CPU), bf16, fp32
+    precision: Literal["auto", "bf16", "fp32"] = "auto"  # auto: bf16 on CUDA, fp32 on CPU
     compile: bool = False
     seed: int = 0
     device: str = "auto"  # auto (CUDA, then CPU), cpu, cuda, cuda:N
@@ -70,7 +70,8 @@ PoolName = Literal["mean", "max", "mean_max"]  # how probes pool token features 
 class ProbeConfig:
     enabled: bool = True
     knn_k: int = 20
-    metric: str = "auto"  # auto: accuracy (classification) / r2 (regression); or balanced_accuracy
+    # auto: accuracy (classification) / r2 (regression)
+    metric: Literal["auto", "accuracy", "balanced_accuracy", "r2", "rmse"] = "auto"
     max_samples: int = 20000
     batch_size: int = 128
     seed: int = 0
@@ -291,16 +292,11 @@ def _check_values(recipe: Recipe, lines: _Lines) -> None:
     if t.batch_size < 1 or micro < 1 or t.batch_size % micro:
         raise RecipeError(f"{lines.where(src, 'train.batch_size')}: train.batch_size ({t.batch_size}) must be a "
                           f"positive multiple of train.micro_batch_size ({micro})")
-    if t.precision not in ("auto", "bf16", "fp32"):
-        raise RecipeError(f"{lines.where(src, 'train.precision')}: train.precision must be auto, bf16 or fp32")
     if (o.lr is None) == (o.base_lr is None):
         raise RecipeError(f"{src}: set exactly one of optim.lr and optim.base_lr")
     val = recipe.get("data", "val_fraction", 0.1)
     if not 0.0 <= val < 1.0:
         raise RecipeError(f"{lines.where(src, 'data.val_fraction')}: data.val_fraction must be in [0, 1)")
-    if recipe.probe.metric not in ("auto", "accuracy", "balanced_accuracy", "r2", "rmse"):
-        raise RecipeError(f"{lines.where(src, 'probe.metric')}: probe.metric must be auto, accuracy, "
-                          f"balanced_accuracy, r2 or rmse")
 
 
 def recipe_index(registry: Registry) -> dict[str, Path]:

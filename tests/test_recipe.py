@@ -46,6 +46,8 @@ def test_overrides_apply_and_parse_yaml(tmp_path):
     ("masker.ratio=high", r"masker.ratio must be float, got 'high'"),
     ("data.val_fraction=2.0", r"data.val_fraction must be in \[0, 1\)"),
     ("probe.pool=cls", r"probe.pool must be one of 'mean', 'max', 'mean_max', got 'cls'"),
+    ("probe.metric=f1", r"probe.metric must be one of 'auto', 'accuracy', 'balanced_accuracy', 'r2', 'rmse', got 'f1'"),
+    ("train.precision=fp16", r"train.precision must be one of 'auto', 'bf16', 'fp32', got 'fp16'"),
     ("train.batch_size=10", r"train.batch_size \(10\) must be a positive multiple"),
 ])
 def test_mistakes_name_file_key_and_closest(tmp_path, override, pattern):
