@@ -137,6 +137,7 @@ def train(recipe: Recipe, registry: Registry, out_dir: Path, resume: bool = Fals
                disable=not interactive)
     began = time.perf_counter()
     window: list[float] = []
+    window_terms: dict[str, torch.Tensor] = {}  # the objective's other metrics (loss per stream), summed
     window_start, samples = time.perf_counter(), 0
     last: dict[str, Any] = {}
     for step in range(start, t.steps):
@@ -154,6 +155,9 @@ def train(recipe: Recipe, registry: Registry, out_dir: Path, resume: bool = Fals
                 out = step_fn(batch, mask)
             (out.loss / accum).backward()
             step_loss += out.loss.detach() / accum
+            for key, value in out.metrics.items():
+                if key != "loss":  # kept on the device until logged: no extra synchronisation
+                    window_terms[key] = window_terms.get(key, 0.0) + value.detach().float() / accum
             samples += batch.batch_size
         grad_norm = (torch.nn.utils.clip_grad_norm_(objective.parameters(), t.clip_grad)
                      if t.clip_grad else None)
@@ -173,6 +177,7 @@ def train(recipe: Recipe, registry: Registry, out_dir: Path, resume: bool = Fals
             elapsed = time.perf_counter() - window_start
             record: dict[str, Any] = {"step": done, "loss": sum(window) / len(window), "lr": lr,
                                       "samples_per_s": samples / max(elapsed, 1e-9)}
+            record.update({key: float(total) / len(window) for key, total in window_terms.items()})
             if grad_norm is not None:
                 record["grad_norm"] = float(grad_norm)
             if val_loss is not None:
@@ -190,7 +195,7 @@ def train(recipe: Recipe, registry: Registry, out_dir: Path, resume: bool = Fals
                 print(f"step {done}/{t.steps}  " + "  ".join(f"{k} {v}" for k, v in shown.items())
                       + f"  eta {eta:.0f}s", file=sys.stderr, flush=True)
             last = record
-            window, window_start, samples = [], time.perf_counter(), 0
+            window, window_terms, window_start, samples = [], {}, time.perf_counter(), 0
         bar.update(1)
         if done % t.ckpt_every == 0 or done == t.steps:
             save(done)

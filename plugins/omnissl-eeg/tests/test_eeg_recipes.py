@@ -26,7 +26,8 @@ def test_eeg_recipe_validates(path: Path):
 def test_eeg_demo_trains_through_the_cli(tmp_path: Path):
     out = tmp_path / "run"
     code = main(["train", "eeg/mae-demo", "train.steps=40", "train.log_every=10", "train.val_every=40",
-                 "train.batch_size=32", "encoder.depth=2", "optim.warmup_steps=5", "--out", str(out)])
+                 "train.batch_size=32", "encoder.depth=2", "optim.warmup_steps=5", "modality.target=both",
+                 "--out", str(out)])
     assert code == 0
     for name in ("recipe.yaml", "metrics.jsonl", "checkpoints/last.pt", "checkpoints/encoder.pt", "loss_curve.png",
                  "reconstruction.png", "probe.json"):
@@ -34,5 +35,7 @@ def test_eeg_demo_trains_through_the_cli(tmp_path: Path):
     records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     losses = [r["loss"] for r in records if "loss" in r]
     assert losses[-1] < 0.7 * losses[0]
+    for r in records:  # each stream's loss is logged, and they add up to the total (spectral_weight 1)
+        assert abs(r["loss_values"] + r["loss_spectrum"] - r["loss"]) < 1e-4 * r["loss"], r
     probe = json.loads((out / "probe.json").read_text())
     assert probe["metric"] == "balanced_accuracy" and set(probe) >= {"pretrained", "random", "baseline"}
