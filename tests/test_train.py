@@ -7,7 +7,10 @@ import sys
 import textwrap
 from pathlib import Path
 
+import numpy as np
 import torch
+
+from omnissl import collate_tokens
 
 TINY = ["encoder.dim=32", "encoder.depth=2", "encoder.heads=2", "objective.decoder_dim=32",
         "objective.decoder_depth=1", "objective.decoder_heads=2", "train.batch_size=32", "optim.warmup_steps=2",
@@ -47,7 +50,21 @@ def test_run_folder_layout_loss_falls_and_probes(tmp_path):
     assert "pretrained" in result.stdout and "baseline" in result.stdout  # the table is printed
     state = torch.load(out / "checkpoints" / "last.pt", weights_only=True)
     assert state["step"] == 60
+    # the pre-trained encoder's features, for the run's data and for samples the user brings
+    from omnissl.eval.run import load_run, run_features
+    from omnissl.plugins import get_registry
 
+    from omnissl_image.datasets import DigitsDataset
+
+    features = run_features(out)
+    assert features.shape == (1797, 32) and np.isfinite(features).all()
+    mine = [DigitsDataset()[i] for i in (0, 5, 9)]  # any list of sample dicts
+    _, modality, encoder = load_run(out, get_registry())
+    batch = modality.on_device(collate_tokens([modality.tokenize(sample, None) for sample in mine]))
+    with torch.no_grad():
+        direct = encoder.eval().pool(encoder.forward_batch(batch), batch.pad, "mean_max")
+    np.testing.assert_allclose(run_features(out, mine, pool="mean_max"), direct.numpy(), rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(features[[0, 5, 9]], direct[:, :32].numpy(), rtol=1e-4, atol=1e-5)
 
 KILLER = """
     import os

@@ -1,4 +1,4 @@
-"""Load a run folder's encoder; probe it against a random one; export it."""
+"""Load a run folder's encoder; embed data with it; probe it against a random one; export it."""
 
 from __future__ import annotations
 
@@ -11,10 +11,10 @@ import torch
 
 from omnissl.build import build_dataset, build_encoder, build_modality
 from omnissl.errors import OmnisslError
-from omnissl.eval.probe import run_probes
-from omnissl.plugins import Registry
+from omnissl.eval.probe import encode, run_probes
+from omnissl.plugins import Registry, get_registry
 from omnissl.modality import Modality
-from omnissl.recipe import Recipe, load_yaml, validate
+from omnissl.recipe import PoolName, Recipe, load_yaml, validate
 from omnissl.train.checkpoint import LAST, load_checkpoint
 from omnissl.train.data import TokenDataset, split_indices
 from omnissl.train.loop import pick_device
@@ -39,6 +39,33 @@ def _load_run(run_dir: Path, registry: Registry) -> tuple[Recipe, Modality, torc
     weights = {k[len("encoder."):]: v for k, v in state["model"].items() if k.startswith("encoder.")}
     encoder.load_state_dict(weights)
     return recipe, modality, encoder, state
+
+
+def run_features(run_dir: Path | str, dataset: Any = None, *, batch_size: int = 64, pool: PoolName | None = None,
+                 device: str | None = None, registry: Registry | None = None) -> np.ndarray:
+    """Pooled features of a run's pre-trained encoder for every sample of ``dataset``.
+
+    The samples are tokenised as in training, without augmentation (``tokenize`` or
+    ``tokenize_batch``, the core's collate, ``on_device``), so a downstream model sees what the
+    probes saw.
+
+    Args:
+        run_dir: a folder written by ``omnissl train``.
+        dataset: any data set of the run's modality (``len`` and ``[i]`` giving sample dicts, such
+            as ``omnissl_eeg.EEGFolder(...)`` with the run's data settings); default: the run's
+            own data set, built from its ``recipe.yaml``.
+        pool: ``mean``, ``max`` or ``mean_max``; default: the recipe's ``probe.pool``.
+        device: default: the recipe's ``train.device``.
+    Returns:
+        (len(dataset), dim) float32, or (len(dataset), 2 * dim) for ``mean_max``.
+    """
+    registry = registry or get_registry()
+    recipe, modality, encoder = load_run(Path(run_dir), registry)
+    if dataset is None:
+        dataset = build_dataset(recipe, registry)
+    target = pick_device(device or recipe.train.device)
+    tokens = TokenDataset(dataset, modality)
+    return encode(encoder.to(target), tokens, np.arange(len(dataset)), batch_size, target, pool or recipe.probe.pool)
 
 
 @dataclass
