@@ -51,10 +51,10 @@ def test_run_folder_layout_loss_falls_and_probes(tmp_path):
     state = torch.load(out / "checkpoints" / "last.pt", weights_only=True)
     assert state["step"] == 60
     # the pre-trained encoder's features, for the run's data and for samples the user brings
+    from omnissl_image.datasets import DigitsDataset
+
     from omnissl.eval.run import load_run, run_features
     from omnissl.plugins import get_registry
-
-    from omnissl_image.datasets import DigitsDataset
 
     features = run_features(out)
     assert features.shape == (1797, 32) and np.isfinite(features).all()
