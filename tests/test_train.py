@@ -8,9 +8,11 @@ import textwrap
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 
 from omnissl import collate_tokens
+from omnissl.errors import OmnisslError
 
 TINY = ["encoder.dim=32", "encoder.depth=2", "encoder.heads=2", "objective.decoder_dim=32",
         "objective.decoder_depth=1", "objective.decoder_heads=2", "train.batch_size=32", "optim.warmup_steps=2",
@@ -65,6 +67,9 @@ def test_run_folder_layout_loss_falls_and_probes(tmp_path):
         direct = encoder.eval().pool(encoder.forward_batch(batch), batch.pad, "mean_max")
     np.testing.assert_allclose(run_features(out, mine, pool="mean_max"), direct.numpy(), rtol=1e-4, atol=1e-5)
     np.testing.assert_allclose(features[[0, 5, 9]], direct[:, :32].numpy(), rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(run_features(out, data=["data.val_fraction=0.5"]), features, rtol=1e-5, atol=1e-6)
+    with pytest.raises(OmnisslError, match=r"data section only; got \['train.steps=3'\]"):
+        run_features(out, data=["train.steps=3"])
 
 KILLER = """
     import os

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -14,7 +15,7 @@ from omnissl.errors import OmnisslError
 from omnissl.eval.probe import encode, run_probes
 from omnissl.plugins import Registry, get_registry
 from omnissl.modality import Modality
-from omnissl.recipe import PoolName, Recipe, load_yaml, validate
+from omnissl.recipe import PoolName, Recipe, apply_overrides, load_yaml, validate
 from omnissl.train.checkpoint import LAST, load_checkpoint
 from omnissl.train.data import TokenDataset, split_indices
 from omnissl.train.loop import pick_device
@@ -41,8 +42,9 @@ def _load_run(run_dir: Path, registry: Registry) -> tuple[Recipe, Modality, torc
     return recipe, modality, encoder, state
 
 
-def run_features(run_dir: Path | str, dataset: Any = None, *, batch_size: int = 64, pool: PoolName | None = None,
-                 device: str | None = None, registry: Registry | None = None) -> np.ndarray:
+def run_features(run_dir: Path | str, dataset: Any = None, *, data: Sequence[str] = (), batch_size: int = 64,
+                 pool: PoolName | None = None, device: str | None = None,
+                 registry: Registry | None = None) -> np.ndarray:
     """Pooled features of a run's pre-trained encoder for every sample of ``dataset``.
 
     The samples are tokenised as in training, without augmentation (``tokenize`` or
@@ -51,9 +53,10 @@ def run_features(run_dir: Path | str, dataset: Any = None, *, batch_size: int = 
 
     Args:
         run_dir: a folder written by ``omnissl train``.
-        dataset: any data set of the run's modality (``len`` and ``[i]`` giving sample dicts, such
-            as ``omnissl_eeg.EEGFolder(...)`` with the run's data settings); default: the run's
-            own data set, built from its ``recipe.yaml``.
+        dataset: any data set of the run's modality (``len`` and ``[i]`` giving sample dicts);
+            default: the data set of the run's ``recipe.yaml``, with ``data`` applied.
+        data: overrides of the recipe's ``data`` section, as on the command line
+            (``["data.root=/my/recordings"]``): other data, the run's own preprocessing.
         pool: ``mean``, ``max`` or ``mean_max``; default: the recipe's ``probe.pool``.
         device: default: the recipe's ``train.device``.
     Returns:
@@ -62,6 +65,13 @@ def run_features(run_dir: Path | str, dataset: Any = None, *, batch_size: int = 
     registry = registry or get_registry()
     recipe, modality, encoder = load_run(Path(run_dir), registry)
     if dataset is None:
+        if data:
+            bad = [text for text in data if not text.startswith("data.")]
+            if bad:
+                raise OmnisslError(f"run_features(data=...) overrides the recipe's data section only; got {bad}")
+            path = Path(run_dir) / "recipe.yaml"
+            raw, text = load_yaml(path)
+            recipe = validate(apply_overrides(raw, data), registry, str(path), text)
         dataset = build_dataset(recipe, registry)
     target = pick_device(device or recipe.train.device)
     tokens = TokenDataset(dataset, modality)
