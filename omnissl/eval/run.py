@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -13,8 +13,8 @@ import torch
 from omnissl.build import build_dataset, build_encoder, build_modality
 from omnissl.errors import OmnisslError
 from omnissl.eval.probe import encode, run_probes
-from omnissl.plugins import Registry, get_registry
 from omnissl.modality import Modality
+from omnissl.plugins import Registry, get_registry
 from omnissl.recipe import PoolName, Recipe, apply_overrides, load_yaml, validate
 from omnissl.train.checkpoint import LAST, load_checkpoint
 from omnissl.train.data import TokenDataset, split_indices
