@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from omnissl.cli import main
@@ -23,7 +24,7 @@ def test_eeg_recipe_validates(path: Path):
     assert header_command(path).startswith(f"omnissl train eeg/{path.stem}")
 
 
-def test_eeg_demo_trains_through_the_cli(tmp_path: Path):
+def test_eeg_demo_trains_through_the_cli(tmp_path: Path, eeg_raw):
     out = tmp_path / "run"
     code = main(["train", "eeg/mae-demo", "train.steps=40", "train.log_every=10", "train.val_every=40",
                  "train.batch_size=32", "encoder.depth=2", "optim.warmup_steps=5", "modality.target=both",
@@ -39,3 +40,14 @@ def test_eeg_demo_trains_through_the_cli(tmp_path: Path):
         assert abs(r["loss_values"] + r["loss_spectrum"] - r["loss"]) < 1e-4 * r["loss"], r
     probe = json.loads((out / "probe.json").read_text())
     assert probe["metric"] == "balanced_accuracy" and set(probe) >= {"pretrained", "random", "baseline"}
+    # features of the pre-trained encoder: the run's trials, and another montage the user brings
+    from omnissl.eval.run import run_features
+    from omnissl_eeg import EEGRecordings
+
+    own = run_features(out)
+    assert own.shape == (561, 64) and np.isfinite(own).all()
+    mine = EEGRecordings([eeg_raw], names=["mine"], sfreq=200.0, window_seconds=3.5, reject=None, notch=None,
+                         l_freq=None, h_freq=40.0, reference=None)  # 14 channels, not the run's 6
+    features = run_features(out, mine, pool="mean_max")
+    assert features.shape == (len(mine), 128) and np.isfinite(features).all()
+    assert features.std(0).mean() > 0  # windows differ
