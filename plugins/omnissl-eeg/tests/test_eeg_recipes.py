@@ -41,8 +41,9 @@ def test_eeg_demo_trains_through_the_cli(tmp_path: Path, eeg_raw):
     probe = json.loads((out / "probe.json").read_text())
     assert probe["metric"] == "balanced_accuracy" and set(probe) >= {"pretrained", "random", "baseline"}
     # features of the pre-trained encoder: the run's trials, and another montage the user brings
-    from omnissl.eval.run import run_features
     from omnissl_eeg import EEGRecordings
+
+    from omnissl.eval.run import run_features
 
     own = run_features(out)
     assert own.shape == (561, 64) and np.isfinite(own).all()
