@@ -51,6 +51,23 @@ def test_eeg_nan_and_flat_channels_are_dropped_and_reported(eeg_raw):
     assert len(windows.channels) == 12 and np.isfinite(windows.data).all()
 
 
+def test_eeg_channels_the_recording_marks_bad_are_dropped(eeg_raw, write_recording, tmp_path: Path):
+    """A FIF's info["bads"] (and BIDS channels.tsv status, which MNE-BIDS turns into it) keep a
+    broken channel out of the windows and out of the average reference."""
+    raw = eeg_raw.copy()
+    raw.info["bads"] = ["T8"]
+    raw._data[raw.ch_names.index("T8")] *= 1000.0  # a broken electrode, as a rater would mark it
+    write_recording(raw, tmp_path / "data" / "rec.fif")
+    with pytest.warns(UserWarning, match=r"T8 \(marked bad in the recording\)"):
+        data = EEGFolder(str(tmp_path / "data"), cache_dir=str(tmp_path / "cache"), reference="average", **SETTINGS)
+    windows = data.recordings[0]
+    assert windows.report["bad_channels"] == {"T8": "marked bad in the recording"}
+    assert "T8" not in windows.channels and len(windows.channels) == 13
+    clean = EEGRecordings([eeg_raw.copy().drop_channels(["T8"])], names=["clean"], reference="average",
+                          **SETTINGS).recordings[0]
+    np.testing.assert_allclose(windows.data, clean.data, rtol=1e-4, atol=1e-3)  # the reference never saw it
+
+
 def test_eeg_unknown_channel_dropped_or_fatal(eeg_raw):
     raw = eeg_raw.copy().rename_channels({"F7": "Xyz1"})
     with pytest.warns(UserWarning, match="item0: no position for channel.*Xyz1"):

@@ -18,7 +18,7 @@ import numpy as np
 
 from omnissl_eeg.preprocessing import Preprocessing, Windows
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: channels marked bad in the recording are dropped
 _CHUNK = 1 << 20
 
 

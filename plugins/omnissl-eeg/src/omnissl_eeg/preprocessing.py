@@ -119,14 +119,18 @@ class Windows:
 
 
 def _drop_unusable(inst: Any, where: str, settings: Preprocessing) -> dict[str, str]:
-    """Drop channels that are NaN anywhere or flat; warn naming them. Returns name -> reason."""
+    """Drop channels the recording marks bad (``info["bads"]``: a FIF's bads, BIDS
+    ``channels.tsv`` status), NaN anywhere, or flat; warn naming them. Returns name -> reason."""
     data = inst.get_data()  # raw: (C, T); epochs: (E, C, T)
     data = data if data.ndim == 3 else data[None]
     types = inst.get_channel_types()
+    marked = set(inst.info["bads"])
     bad: dict[str, str] = {}
     for c, name in enumerate(inst.ch_names):
         x = data[:, c]
-        if not np.isfinite(x).all():
+        if name in marked:
+            bad[name] = "marked bad in the recording"
+        elif not np.isfinite(x).all():
             bad[name] = "NaN or infinite samples"
         elif float(np.std(x)) * UNIT_SCALE[types[c]] < settings.flat_threshold:
             bad[name] = "flat"
