@@ -1,10 +1,15 @@
 """On-disk cache of preprocessed windows, memory-mapped on read.
 
-Key = SHA-256 of (file size, first and last MiB of the file, preprocessing settings,
-cache format version). Hashing the ends of the file instead of size and modification
-time catches a file rewritten in place with the same size; hashing only the ends keeps a
-warm start fast on folders of gigabyte recordings. The windows are a ``.npy`` file
-opened with ``mmap_mode="r"``: the second epoch reads pages, never the raw recording.
+Key = SHA-256 of (cache format version, preprocessing settings, and the content of every file
+the recording's windows depend on: the recording, a BrainVision header's data and marker
+files, an EEGLAB set's ``.fdt``, a FIF's split parts, and in a BIDS tree the side files next
+to it). A file's content is hashed as its size and first and last MiB: a file rewritten in
+place with the same size is caught, and a warm start does not read folders of gigabyte
+recordings whole. Those hashes are remembered in ``index.json`` by (path, size, mtime, ctime,
+inode), so a warm start on an unchanged folder reads no file at all; any write to a file
+changes its ctime (even when a tool restores the mtime), and it is hashed again.
+The windows are a ``.npy`` file opened with ``mmap_mode="r"``: the second epoch reads pages,
+never the raw recording.
 """
 
 from __future__ import annotations
@@ -12,13 +17,16 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
+import uuid
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from omnissl_eeg.preprocessing import Preprocessing, Windows
 
-FORMAT_VERSION = 2  # 2: channels marked bad in the recording are dropped
+FORMAT_VERSION = 3  # 2: channels marked bad in the recording are dropped; 3: companion files in the key
 _CHUNK = 1 << 20
 
 
@@ -33,6 +41,34 @@ def content_hash(path: Path) -> str:
             handle.seek(max(size - _CHUNK, _CHUNK))
             digest.update(handle.read(_CHUNK))
     return digest.hexdigest()
+
+
+@dataclass
+class _Listing:
+    names: set[str]
+    by_stem: dict[str, list[str]]  # see _stem
+    sides: list[str]  # .tsv and .json files (BIDS side files)
+
+
+def _stem(name: str) -> str:
+    """The name without its extension; a FIF split part (``rec_raw-1.fif``) without its part
+    number too, so that it groups with ``rec_raw.fif``."""
+    lower = name.lower()
+    if lower.endswith(".fif.gz"):
+        return re.sub(r"-\d+$", "", name[: -len(".fif.gz")])
+    if lower.endswith(".fif"):
+        return re.sub(r"-\d+$", "", name[: -len(".fif")])
+    return Path(name).stem
+
+
+def _brainvision_files(header: Path) -> set[str]:
+    """The data and marker file names a BrainVision header names (``DataFile=``, ``MarkerFile=``)."""
+    try:
+        text = header.read_text(encoding="latin-1")[:65536]
+    except OSError:
+        return set()
+    return {Path(m.strip()).name for m in re.findall(r"^\s*(?:DataFile|MarkerFile)\s*=\s*(.+?)\s*$", text,
+                                                      re.MULTILINE)}
 
 
 def default_cache_dir() -> Path:
@@ -53,10 +89,72 @@ class WindowCache:
         self.folder = folder
         self.folder.mkdir(parents=True, exist_ok=True)
         self.settings_key = settings.key()
+        self._index_path = folder / "index.json"
+        self._index = self._read_index()
+        self._changed: dict[str, dict] = {}
+        self._listings: dict[Path, _Listing] = {}
 
-    def key(self, path: Path) -> str:
-        text = f"{FORMAT_VERSION}|{content_hash(path)}|{self.settings_key}"
+    def key(self, path: Path, bids: bool = False) -> str:
+        """The cache key of ``path``'s windows under these settings (see the module docstring)."""
+        files = [path, *self.companions(path, bids)]
+        contents = "|".join(f"{f.name}:{self._content(f)}" for f in files)
+        text = f"{FORMAT_VERSION}|{contents}|{self.settings_key}"
         return hashlib.sha256(text.encode()).hexdigest()[:32]
+
+    def companions(self, path: Path, bids: bool = False) -> list[Path]:
+        """Other files whose content ``path``'s windows depend on, sorted."""
+        listing = self._listing(path.parent)
+        found = set(listing.by_stem.get(_stem(path.name), ())) - {path.name}  # rec.eeg/.vmrk/.fdt, rec-1.fif
+        if bids:
+            found.update(listing.sides)  # channels.tsv, electrodes.tsv, coordsystem.json, ...
+        if path.suffix.lower() == ".vhdr":  # the header may name data and marker files of other stems
+            found.update(_brainvision_files(path) & listing.names)
+        return [path.parent / other for other in sorted(found)]
+
+    def save_index(self) -> None:
+        """Write the content hashes learnt since the last save (merged with the file on disk, which
+        another process may have written meanwhile; atomic)."""
+        if not self._changed:
+            return
+        merged = {**self._read_index(), **self._changed}
+        partial = self._index_path.with_name(f"index.json.tmp{os.getpid()}-{uuid.uuid4().hex[:6]}")
+        partial.write_text(json.dumps(merged))
+        os.replace(partial, self._index_path)
+        self._index, self._changed = merged, {}
+
+    def _read_index(self) -> dict[str, dict]:
+        try:
+            index = json.loads(self._index_path.read_text())
+        except (OSError, ValueError):  # absent, or cut short: hash again
+            return {}
+        return index if isinstance(index, dict) else {}
+
+    def _listing(self, folder: Path) -> _Listing:
+        """``folder``'s files grouped by stem, read once per folder (a flat folder of many
+        recordings must not be scanned once per recording)."""
+        if folder not in self._listings:
+            listing = _Listing(set(), {}, [])
+            for entry in os.scandir(folder):
+                if not entry.is_file():
+                    continue
+                listing.names.add(entry.name)
+                listing.by_stem.setdefault(_stem(entry.name), []).append(entry.name)
+                if entry.name.lower().endswith((".tsv", ".json")):
+                    listing.sides.append(entry.name)
+            self._listings[folder] = listing
+        return self._listings[folder]
+
+    def _content(self, path: Path) -> str:
+        """``content_hash(path)``, from the index when the file's stat is unchanged."""
+        st = path.stat()
+        stamp = [st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino]
+        where = str(path.resolve())
+        entry = self._index.get(where)
+        if isinstance(entry, dict) and entry.get("stat") == stamp:
+            return entry["content"]
+        content = content_hash(path)
+        self._index[where] = self._changed[where] = {"stat": stamp, "content": content}
+        return content
 
     def load(self, key: str) -> Windows | None:
         """The cached windows (data memory-mapped), or None when absent."""

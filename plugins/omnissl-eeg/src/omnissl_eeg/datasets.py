@@ -189,13 +189,14 @@ class EEGFolder(WindowDataset):
         if not recordings:
             raise DataError(f"no readable recording under {folder}: {len(skipped)} of {len(files)} files could not "
                             f"be used (first: {skipped[0][1] if skipped else 'all windows rejected'})")
+        cache.save_index()
         if skipped:
             warnings.warn(f"skipped {len(skipped)} of {len(files)} recordings under {folder}")
         super().__init__(recordings, sources, skipped)
 
     @staticmethod
     def _load(path: Path, cache: WindowCache, settings: Preprocessing, bids_root: Path | None) -> Windows:
-        key = cache.key(path)
+        key = cache.key(path, bids=bids_root is not None)
         windows = cache.load(key)
         if windows is None:
             windows = cache.store(key, preprocess(read_recording(path, bids_root), settings, str(path)))
