@@ -11,7 +11,7 @@ import pytest
 
 from omnissl.errors import DataError
 from omnissl_ct.datasets import CTPhantoms, CTVolumes
-from omnissl_ct.phantom import LESIONS, affine_of, make_phantom
+from omnissl_ct.phantom import LESIONS, affine_of, make_phantom, write_nifti
 
 
 def _volumes(root: Path, cache: Path, **kwargs) -> tuple[CTVolumes, list[str]]:
@@ -96,6 +96,28 @@ def test_cache_is_reused_and_keyed_by_file_and_settings(ct_phantom_folder, tmp_p
     assert len(list(third.cache.folder.iterdir())) == 5
     other = CTVolumes(root=str(ct_phantom_folder), spacing=[3.0, 3.0, 3.0], cache_dir=str(cache))
     assert other.cache.folder != first.cache.folder
+
+
+def test_cache_sees_a_rewrite_that_restores_the_modification_time(tmp_path):
+    """cp -p / rsync -t write new content and put the old modification time back: the change
+    time still moves, so the cached volume is not reused (same size, same mtime, other voxels)."""
+    import os
+
+    rng = np.random.default_rng(5)
+    folder = tmp_path / "volumes"
+    a = write_nifti(make_phantom(rng, (24, 24, 24), (2.0, 2.0, 2.0)), folder / "a.nii")
+    b = write_nifti(make_phantom(rng, (24, 24, 24), (2.0, 2.0, 2.0)), tmp_path / "b.nii")
+    cache = str(tmp_path / "cache")
+    before = CTVolumes(root=str(folder), cache_dir=cache)[0]["image"].numpy()
+    st = a.stat()
+    a.write_bytes(b.read_bytes())
+    os.utime(a, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert (a.stat().st_size, a.stat().st_mtime_ns) == (st.st_size, st.st_mtime_ns)
+    after = CTVolumes(root=str(folder), cache_dir=cache)[0]["image"].numpy()
+    expected = CTVolumes(root=str(tmp_path), cache_dir=str(tmp_path / "other"))  # b.nii read afresh
+    b_index = [s.path.name for s in expected.cache.sources].index("b.nii")
+    assert not np.array_equal(after, before)
+    np.testing.assert_array_equal(after, expected[b_index]["image"].numpy())
 
 
 def test_phantom_set_labels_each_phantom_with_its_lesion_type(tmp_path):

@@ -2,8 +2,8 @@
 
 Each volume runs once through the deterministic MONAI pipeline
 (:func:`omnissl_ct.preprocessing.deterministic_transforms`) and the result is cached on
-disk by ``monai.data.PersistentDataset``, keyed by the file's name, size and modification
-time (each slice's, for a DICOM series) and by the settings; later epochs and later runs
+disk by ``monai.data.PersistentDataset``, keyed by the file's name, size, modification and
+change time (each slice's, for a DICOM series) and by the settings; later epochs and later runs
 read the cached tensor instead of re-reading and re-sampling the volume.
 """
 

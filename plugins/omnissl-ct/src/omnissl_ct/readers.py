@@ -31,9 +31,13 @@ class Source:
     kind: str  # "nifti" or "dicom"
 
     def stamp(self) -> str:
-        """Changes when the file (or any slice of the series) changes: part of the cache key."""
+        """Changes when the file (or any slice of the series) changes: part of the cache key.
+
+        Size, modification and change time: a tool that restores the modification time after
+        writing (``cp -p``, ``rsync -t``) still moves the change time, which only the kernel sets."""
         files = [self.path] if self.kind == "nifti" else sorted(p for p in self.path.iterdir() if p.is_file())
-        return ";".join(f"{p.name}:{p.stat().st_size}:{p.stat().st_mtime_ns}" for p in files)
+        stats = [(p.name, p.stat()) for p in files]
+        return ";".join(f"{name}:{st.st_size}:{st.st_mtime_ns}:{st.st_ctime_ns}" for name, st in stats)
 
 
 def _is_nifti(path: Path) -> bool:
