@@ -67,3 +67,23 @@ def test_generated_shapes_are_written_once_and_deterministic(tmp_path: Path) -> 
     assert len(second) == 12 and second.labels.tolist() == first.labels.tolist()
     other = GeneratedShapes(per_class=2, num_gaussians=64, seed=3, cache_dir=str(tmp_path / "elsewhere"))
     np.testing.assert_array_equal(other[4]["splats"], first[4]["splats"])
+
+
+def test_cache_sees_a_rewrite_that_restores_the_modification_time(tmp_path: Path) -> None:
+    """cp -p / rsync -t: other Gaussians under the same size and mtime are read afresh."""
+    import os
+
+    rng = np.random.default_rng(1)
+    folder = tmp_path / "mine"
+    folder.mkdir()
+    target = write_splat_ply(folder / "object.ply", make_object("torus", 300, rng))
+    second = write_splat_ply(tmp_path / "other.ply", make_object("cube", 300, rng))  # same size on disk
+    before = SplatFolder(str(folder), cache_dir=str(tmp_path / "cache"))[0]["splats"]
+    st = os.stat(target)
+    Path(target).write_bytes(second.read_bytes())
+    os.utime(target, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert (os.stat(target).st_size, os.stat(target).st_mtime_ns) == (st.st_size, st.st_mtime_ns)
+    after = SplatFolder(str(folder), cache_dir=str(tmp_path / "cache"))[0]["splats"]
+    fresh = SplatFolder(str(folder), cache_dir=str(tmp_path / "fresh"))[0]["splats"]
+    assert not np.array_equal(after, before)
+    np.testing.assert_array_equal(after, fresh)

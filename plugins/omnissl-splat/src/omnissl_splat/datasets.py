@@ -33,7 +33,8 @@ def default_cache_dir() -> Path:
 
 def _cache_path(cache: Path, file: Path) -> Path:
     stat = file.stat()
-    key = f"{file.resolve()}|{stat.st_size}|{stat.st_mtime_ns}|{CACHE_VERSION}"
+    # ctime too: a rewrite whose tool restores the mtime (cp -p, rsync -t) still moves it
+    key = f"{file.resolve()}|{stat.st_size}|{stat.st_mtime_ns}|{stat.st_ctime_ns}|{CACHE_VERSION}"
     return cache / f"{hashlib.sha1(key.encode()).hexdigest()}.npy"
 
 
