@@ -52,8 +52,12 @@ def test_warm_cache_never_decodes_again(tmp_path: Path, alsa_files: list[Path], 
         return real_load(path, *args)
 
     monkeypatch.setattr(cache_module, "load_audio", counting_load)
+    digested: list[str] = []
+    real_digest = cache_module.file_digest
+    monkeypatch.setattr(cache_module, "file_digest", lambda path: digested.append(path.name) or real_digest(path))
     again = AudioFolder(str(root), num_mel_bins=64, cache_dir=audio_cache)
     assert decoded == [] and again.cache.folder == first.cache.folder
+    assert digested == []  # unchanged files: their digests come from the stat index, no audio is read
     np.testing.assert_array_equal(again[3]["features"], first[3]["features"])
     shipped = pickle.dumps(again)  # what a "spawn" DataLoader worker receives: no frames, just the cache path
     assert len(shipped) < 20_000 < again.cache.features.nbytes
@@ -67,6 +71,7 @@ def test_warm_cache_never_decodes_again(tmp_path: Path, alsa_files: list[Path], 
     with pytest.warns(UserWarning, match="silent"):
         changed = AudioFolder(str(root), num_mel_bins=64, cache_dir=audio_cache)
     assert len(decoded) == 12 and changed.cache.folder != first.cache.folder
+    assert digested == ["Front_Center.wav"]  # only the rewritten file was read to key the cache
 
 
 def test_manifest_with_sections_and_labels(tmp_path: Path, audio_cache: str) -> None:

@@ -3,9 +3,10 @@
 One cache folder per (front-end settings, clip list with file contents) holds
 ``features.f16`` (all clips' frames end to end, float16, read through ``np.memmap``),
 ``index.npz`` (frame offsets and which input clips were kept) and ``stats.json``
-(data-set mean/std of the log-mels, counts, skipped files). A warm cache is opened
-in milliseconds and ``__getitem__`` is a memory-mapped slice: later epochs never
-decode, resample or compute a filter bank again.
+(data-set mean/std of the log-mels, counts, skipped files). The key hashes every file's
+content once; later starts find the digests by the files' stat (:mod:`omnissl.digests`),
+so a warm cache is opened without reading the audio, and ``__getitem__`` is a
+memory-mapped slice: later epochs never decode, resample or compute a filter bank again.
 """
 
 from __future__ import annotations
@@ -16,13 +17,14 @@ import os
 import shutil
 import tempfile
 import warnings
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
 from omnissl import skip_or_raise
+from omnissl.digests import FileDigests
 from omnissl.errors import DataError
 from omnissl_audio.decode import load_audio
 from omnissl_audio.frontend import FrontEnd
@@ -60,14 +62,14 @@ def file_digest(path: Path) -> str:
     return digest.hexdigest()
 
 
-def cache_key(clips: Sequence[Clip], frontend: FrontEnd) -> str:
-    """Hash of the front-end settings and every clip's file content and section."""
+def cache_key(clips: Sequence[Clip], frontend: FrontEnd, digest: Callable[[Path], str] = file_digest) -> str:
+    """Hash of the front-end settings and every clip's file content (``digest``) and section."""
     digests: dict[Path, str] = {}
     key = hashlib.sha256(frontend.key().encode())
     for clip in clips:
         if clip.path not in digests:
             try:
-                digests[clip.path] = file_digest(clip.path)
+                digests[clip.path] = digest(clip.path)
             except OSError as exc:  # unreadable: it will be skipped (and named) when the cache is built
                 digests[clip.path] = f"unreadable:{exc.errno}"
         key.update(f"{digests[clip.path]}|{clip.start}|{clip.end}\n".encode())
@@ -87,7 +89,10 @@ class FeatureCache:
 
     def __init__(self, clips: Sequence[Clip], frontend: FrontEnd, root: Path, strict: bool = False,
                  where: str = "audio data"):
-        self.folder = Path(root).expanduser() / cache_key(clips, frontend)
+        # File digests are remembered by stat (omnissl.digests): a warm start reads no audio file.
+        digests = FileDigests(Path(root).expanduser() / "digests.json", file_digest, "blake2b")
+        self.folder = Path(root).expanduser() / cache_key(clips, frontend, digests)
+        digests.save()
         if not (self.folder / STATS).is_file():
             self._build(clips, frontend, strict, where)
         self.stats = json.loads((self.folder / STATS).read_text())

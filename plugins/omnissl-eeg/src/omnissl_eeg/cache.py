@@ -5,9 +5,8 @@ the recording's windows depend on: the recording, a BrainVision header's data an
 files, an EEGLAB set's ``.fdt``, a FIF's split parts, and in a BIDS tree the side files next
 to it). A file's content is hashed as its size and first and last MiB: a file rewritten in
 place with the same size is caught, and a warm start does not read folders of gigabyte
-recordings whole. Those hashes are remembered in ``index.json`` by (path, size, mtime, ctime,
-inode), so a warm start on an unchanged folder reads no file at all; any write to a file
-changes its ctime (even when a tool restores the mtime), and it is hashed again.
+recordings whole. Those hashes are remembered in ``index.json`` by the files' stat
+(:class:`omnissl.digests.FileDigests`), so a warm start on an unchanged folder reads no file.
 The windows are a ``.npy`` file opened with ``mmap_mode="r"``: the second epoch reads pages,
 never the raw recording.
 """
@@ -18,12 +17,12 @@ import hashlib
 import json
 import os
 import re
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from omnissl.digests import FileDigests
 from omnissl_eeg.preprocessing import Preprocessing, Windows
 
 FORMAT_VERSION = 3  # 2: channels marked bad in the recording are dropped; 3: companion files in the key
@@ -89,15 +88,13 @@ class WindowCache:
         self.folder = folder
         self.folder.mkdir(parents=True, exist_ok=True)
         self.settings_key = settings.key()
-        self._index_path = folder / "index.json"
-        self._index = self._read_index()
-        self._changed: dict[str, dict] = {}
+        self._digests = FileDigests(folder / "index.json", content_hash, "ends-sha256")
         self._listings: dict[Path, _Listing] = {}
 
     def key(self, path: Path, bids: bool = False) -> str:
         """The cache key of ``path``'s windows under these settings (see the module docstring)."""
         files = [path, *self.companions(path, bids)]
-        contents = "|".join(f"{f.name}:{self._content(f)}" for f in files)
+        contents = "|".join(f"{f.name}:{self._digests(f)}" for f in files)
         text = f"{FORMAT_VERSION}|{contents}|{self.settings_key}"
         return hashlib.sha256(text.encode()).hexdigest()[:32]
 
@@ -112,22 +109,8 @@ class WindowCache:
         return [path.parent / other for other in sorted(found)]
 
     def save_index(self) -> None:
-        """Write the content hashes learnt since the last save (merged with the file on disk, which
-        another process may have written meanwhile; atomic)."""
-        if not self._changed:
-            return
-        merged = {**self._read_index(), **self._changed}
-        partial = self._index_path.with_name(f"index.json.tmp{os.getpid()}-{uuid.uuid4().hex[:6]}")
-        partial.write_text(json.dumps(merged))
-        os.replace(partial, self._index_path)
-        self._index, self._changed = merged, {}
-
-    def _read_index(self) -> dict[str, dict]:
-        try:
-            index = json.loads(self._index_path.read_text())
-        except (OSError, ValueError):  # absent, or cut short: hash again
-            return {}
-        return index if isinstance(index, dict) else {}
+        """Remember the content hashes computed since the last save (see :mod:`omnissl.digests`)."""
+        self._digests.save()
 
     def _listing(self, folder: Path) -> _Listing:
         """``folder``'s files grouped by stem, read once per folder (a flat folder of many
@@ -143,18 +126,6 @@ class WindowCache:
                     listing.sides.append(entry.name)
             self._listings[folder] = listing
         return self._listings[folder]
-
-    def _content(self, path: Path) -> str:
-        """``content_hash(path)``, from the index when the file's stat is unchanged."""
-        st = path.stat()
-        stamp = [st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino]
-        where = str(path.resolve())
-        entry = self._index.get(where)
-        if isinstance(entry, dict) and entry.get("stat") == stamp:
-            return entry["content"]
-        content = content_hash(path)
-        self._index[where] = self._changed[where] = {"stat": stamp, "content": content}
-        return content
 
     def load(self, key: str) -> Windows | None:
         """The cached windows (data memory-mapped), or None when absent."""
