@@ -87,13 +87,14 @@ def test_eeg_group_masker_hides_whole_channels(mixed):
     assert int(per_channel.all(1).sum()) == 7
 
 
-@pytest.mark.parametrize("target", ["raw", "both"])
-def test_eeg_batched_tokens_equal_per_sample_tokens(mixed, target: str):
+@pytest.mark.parametrize(("target", "patch_seconds"), [("raw", 0.5), ("both", 0.5), ("raw", 0.3)])
+def test_eeg_batched_tokens_equal_per_sample_tokens(mixed, target: str, patch_seconds: float):
     """get_batch + tokenize_batch (the loader's fast path) make exactly the batch that tokenising
-    each window and padding makes, across a mixed EEG (14 ch) + MEG (36 ch) batch."""
+    each window and padding makes, across a mixed EEG (14 ch) + MEG (36 ch) batch; with 0.3 s
+    patches a 2 s window's last 40 samples are no patch and are never copied."""
     from omnissl.train.data import TokenDataset
 
-    modality = EEGModality(patch_seconds=0.5, target=target)
+    modality = EEGModality(patch_seconds=patch_seconds, target=target)
     tokens = TokenDataset(mixed, modality)
     assert tokens.batched
     keys = [(len(mixed) - 1, None), (0, 7), (2, None), (len(mixed) - 2, 3)]  # unsorted on purpose
@@ -102,12 +103,31 @@ def test_eeg_batched_tokens_equal_per_sample_tokens(mixed, target: str):
     assert fast.pad.sum().item() == slow.pad.sum().item() > 0
     for name in ("values", "coords", "pad", "kinds"):
         assert torch.equal(getattr(fast, name), getattr(slow, name)), name
-    assert fast.targets.keys() == slow.targets.keys()
-    for name in fast.targets:
-        torch.testing.assert_close(fast.targets[name], slow.targets[name])
     assert fast.meta == slow.meta
     np.testing.assert_array_equal(fast.labels.numpy(), slow.labels.numpy())
     fast.validate(modality.spec())
+    fast, slow = modality.on_device(fast), modality.on_device(slow)  # scaled, spectra added
+    assert torch.equal(fast.values, slow.values)
+    assert fast.targets.keys() == slow.targets.keys() == ({"spectrum"} if target == "both" else set())
+    for name in fast.targets:
+        torch.testing.assert_close(fast.targets[name], slow.targets[name])
+
+
+def test_eeg_batched_tokens_cut_to_whole_patches_on_one_montage(eeg_raw):
+    """The unpadded fast path (torch's gather) with windows that are not a whole number of
+    patches: only the patches' samples are gathered, and the batch equals per-sample tokens."""
+    from omnissl.train.data import TokenDataset
+
+    dataset = EEGRecordings([eeg_raw, eeg_raw.copy()], names=["a", "b"], **SETTINGS)
+    modality = EEGModality(patch_seconds=0.3)  # 60 samples: 6 patches of a 400-sample window
+    assert dataset.get_batch([0, 1], samples=360)["signal"].shape == (2, 14, 360)
+    tokens = TokenDataset(dataset, modality)
+    keys = [(len(dataset) - 1, None), (0, None), (3, None)]
+    fast = collate_tokens(tokens.__getitems__(keys))
+    slow = collate_tokens([tokens[key] for key in sorted(keys)])
+    assert fast.values.shape == (3, 14 * 6, 60) and not fast.pad.any()
+    for name in ("values", "coords", "pad", "kinds"):
+        assert torch.equal(getattr(fast, name), getattr(slow, name)), name
 
 
 def test_eeg_montage_tables_follow_the_data_set(eeg_raw, meg_raw):

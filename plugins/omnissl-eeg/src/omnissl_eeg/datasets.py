@@ -30,6 +30,8 @@ class WindowDataset:
         sources: a name for each recording (file path or object name).
         labels: (len(self),) labels when every recording has them, else None.
         num_channels: (len(recordings),) channel count of each recording.
+        window_length: samples per window when every recording's windows have the same
+            length, else None.
         skipped: (source, reason) of each recording that could not be used.
     """
 
@@ -48,7 +50,7 @@ class WindowDataset:
                 + "); lower data.window_seconds or raise/disable data.reject")
         self.num_channels = np.array([w.data.shape[1] for w in self.recordings], dtype=np.int64)
         lengths = {w.data.shape[2] for w in self.recordings}
-        self._length = lengths.pop() if len(lengths) == 1 else None  # the one window length, or None
+        self.window_length = lengths.pop() if len(lengths) == 1 else None  # samples per window, if all agree
         self._view_cache: list[np.ndarray] | None = None
         self._tensor_cache: list[torch.Tensor] | None = None
         has_labels = all(w.labels is not None for w in self.recordings)
@@ -69,28 +71,30 @@ class WindowDataset:
             "source": self.sources[r],
         }
 
-    def get_batch(self, indices: Sequence[int]) -> dict[str, np.ndarray] | None:
+    def get_batch(self, indices: Sequence[int], samples: int | None = None) -> dict[str, np.ndarray] | None:
         """Several windows at once, stacked, for :meth:`EEGModality.tokenize_batch`.
 
         Returns ``signal`` (B, C_max, T) float32 in field units, where a recording with fewer
         channels than the widest in the batch is zero-padded after its last channel, and
         ``recording`` (B,): the index in :attr:`recordings` of each window's recording (its
         channels, positions, types, rate). Each window is copied once, straight from the
-        memory map into the batch; sorted indices read each file front to back. None when
-        the windows differ in length (``window_seconds: null``).
+        memory map into the batch; sorted indices read each file front to back. ``samples``
+        keeps only each window's first samples (a whole number of patches). None when the
+        windows differ in length (``window_seconds: null``).
         """
         index = np.asarray(indices, dtype=np.int64)
         rec = np.searchsorted(self.offsets, index, side="right") - 1
-        if self._length is None and len({self.recordings[r].data.shape[2] for r in set(rec.tolist())}) > 1:
+        if self.window_length is None and len({self.recordings[r].data.shape[2] for r in set(rec.tolist())}) > 1:
             return None
         counts = self.num_channels[rec]
         width, length = int(counts.max()), self.recordings[int(rec[0])].data.shape[2]
+        length = length if samples is None else min(int(samples), length)
         local = index - self.offsets[rec]
         if int(counts.min()) < width:  # mixed montages: zero channels after each recording's own
             signal = np.zeros((len(index), width, length), dtype=np.float32)
             views = self._views()
             for b, (r, i, c) in enumerate(zip(rec.tolist(), local.tolist(), counts.tolist())):
-                signal[b, :c] = views[r][i]
+                signal[b, :c] = views[r][i][:, :length]
             return {"signal": signal, "recording": rec}
         # One index_select per recording (sorted indices: one run each). It runs on torch's
         # intra-op threads; the copy is bound by a core's memory bandwidth, so two threads
@@ -100,7 +104,8 @@ class WindowDataset:
         out, tensors = torch.from_numpy(signal), self._tensors()
         runs = (np.flatnonzero(np.diff(rec)) + 1).tolist()
         for start, stop in zip([0, *runs], [*runs, len(index)]):
-            torch.index_select(tensors[int(rec[start])], 0, torch.from_numpy(local[start:stop]), out=out[start:stop])
+            source = tensors[int(rec[start])][:, :, :length]  # a view; the whole window when not cut
+            torch.index_select(source, 0, torch.from_numpy(local[start:stop]), out=out[start:stop])
         return {"signal": signal, "recording": rec}
 
     def _views(self) -> list[np.ndarray]:

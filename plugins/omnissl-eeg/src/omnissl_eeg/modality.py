@@ -111,14 +111,13 @@ class EEGModality(Modality):
         once per montage (:meth:`_montage_tables`) and gathered.
         """
         get_batch = getattr(dataset, "get_batch", None)
-        samples = get_batch(indices) if callable(get_batch) else None
-        if samples is None:
+        length = getattr(dataset, "window_length", None)
+        if not callable(get_batch) or length is None:
             return super().tokenize_batch(dataset, indices, seeds)
-        signal = torch.from_numpy(samples["signal"])  # [B, C, T] in field units
-        batch, channels, length = signal.shape
         tables = self._montage_tables(dataset, length)
-        if length != tables.patches * self.patch:
-            signal = signal[:, :, : tables.patches * self.patch].contiguous()
+        samples = get_batch(indices, samples=tables.patches * self.patch)  # whole patches only: one copy
+        signal = torch.from_numpy(samples["signal"])  # [B, C, P * patch] in field units
+        batch, channels, _ = signal.shape
         tokens = channels * tables.patches
         values = signal.view(batch, tokens, self.patch)
         montage = tables.montage_of[samples["recording"]]  # [B]
