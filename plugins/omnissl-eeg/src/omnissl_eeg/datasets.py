@@ -87,8 +87,8 @@ class WindowDataset:
         if self.window_length is None and len({self.recordings[r].data.shape[2] for r in set(rec.tolist())}) > 1:
             return None
         counts = self.num_channels[rec]
-        width, length = int(counts.max()), self.recordings[int(rec[0])].data.shape[2]
-        length = length if samples is None else min(int(samples), length)
+        width, full = int(counts.max()), self.recordings[int(rec[0])].data.shape[2]
+        length = full if samples is None else min(int(samples), full)
         local = index - self.offsets[rec]
         if int(counts.min()) < width:  # mixed montages: zero channels after each recording's own
             signal = np.zeros((len(index), width, length), dtype=np.float32)
@@ -104,7 +104,9 @@ class WindowDataset:
         out, tensors = torch.from_numpy(signal), self._tensors()
         runs = (np.flatnonzero(np.diff(rec)) + 1).tolist()
         for start, stop in zip([0, *runs], [*runs, len(index)]):
-            source = tensors[int(rec[start])][:, :, :length]  # a view; the whole window when not cut
+            source = tensors[int(rec[start])]
+            if length < full:  # a view (torch's slicing costs microseconds: only when needed)
+                source = source[:, :, :length]
             torch.index_select(source, 0, torch.from_numpy(local[start:stop]), out=out[start:stop])
         return {"signal": signal, "recording": rec}
 
