@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal, Sequence
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -186,6 +187,14 @@ def _check_shapes(spec: TokenSpec, lead: tuple[int, ...], values: Tensor, coords
             raise ValueError(f"{where}: {message}")
 
 
+def labels_tensor(labels: Any) -> Tensor:
+    """(B,) float64 labels, NaN where a sample has none (a sequence, or a numpy array)."""
+    array = np.asarray(labels)
+    if array.dtype.kind in "biuf":
+        return torch.from_numpy(array.astype(np.float64))
+    return torch.tensor([float("nan") if label is None else float(label) for label in labels], dtype=torch.float64)
+
+
 def _pad_stack(tensors: Sequence[Tensor], length: int, fill: float = 0.0) -> Tensor:
     """Stack (n_i, ...) tensors into (B, length, ...) with ``fill`` after each n_i."""
     first = tensors[0]
@@ -225,9 +234,7 @@ def collate_tokens(samples: Sequence[Tokens]) -> TokenBatch:
     names = set(samples[0].targets)
     if any(set(s.targets) != names for s in samples):
         raise ValueError("samples in one batch carry different target streams")
-    labels = torch.tensor(
-        [float("nan") if s.label is None else float(s.label) for s in samples], dtype=torch.float64
-    )
+    labels = labels_tensor([s.label for s in samples])
     return TokenBatch(
         values=_pad_stack([s.values for s in samples], n),
         coords=_pad_stack([s.coords for s in samples], n),

@@ -91,13 +91,13 @@ class Halved(Rows):
 
 
 def test_on_device_output_is_checked_where_the_loader_cannot():
-    from omnissl.train.loop import check_device_batch
+    from omnissl.train.data import validate_tokens
 
     assert not TokenDataset(list(range(6)), Halved()).check_spec  # on_device may regroup: not checked early
     keeps = Halved()
     keeps.on_device_keeps_spec = True  # declared shape-preserving (EEG's scaling): checked in the loader
     assert TokenDataset(list(range(6)), keeps).check_spec
     good = collate_tokens([Rows().tokenize(i, None) for i in (1, 2)])
-    check_device_batch(Rows().on_device(good), SPEC, "rows")
+    validate_tokens(Rows().on_device(good), SPEC, "rows batch after on_device", "on_device")
     with pytest.raises(DataError, match=r"halved batch after on_device.*values must be \(2, 3, 2\).*on_device\(\)"):
-        check_device_batch(Halved().on_device(good), SPEC, "halved")
+        validate_tokens(Halved().on_device(good), SPEC, "halved batch after on_device", "on_device")

@@ -27,12 +27,13 @@ def load_run(run_dir: Path, registry: Registry) -> tuple[Recipe, Modality, torch
     return recipe, modality, encoder
 
 
-def _load_run(run_dir: Path, registry: Registry) -> tuple[Recipe, Modality, torch.nn.Module, dict[str, Any]]:
+def _load_run(run_dir: Path, registry: Registry,
+              overrides: Sequence[str] = ()) -> tuple[Recipe, Modality, torch.nn.Module, dict[str, Any]]:
     recipe_path = run_dir / "recipe.yaml"
     if not recipe_path.is_file():
         raise OmnisslError(f"{run_dir} is not a run folder: it has no recipe.yaml (was it written by omnissl train?)")
     raw, text = load_yaml(recipe_path)
-    recipe = validate(raw, registry, str(recipe_path), text)
+    recipe = validate(apply_overrides(raw, overrides), registry, str(recipe_path), text)
     state = load_checkpoint(run_dir / "checkpoints" / LAST)
     modality = build_modality(recipe, registry)
     torch.manual_seed(recipe.train.seed)
@@ -62,16 +63,12 @@ def run_features(run_dir: Path | str, dataset: Any = None, *, data: Sequence[str
     Returns:
         (len(dataset), dim) float32, or (len(dataset), 2 * dim) for ``mean_max``.
     """
+    bad = [text for text in data if not text.startswith("data.")]
+    if bad:
+        raise OmnisslError(f"run_features(data=...) overrides the recipe's data section only; got {bad}")
     registry = registry or get_registry()
-    recipe, modality, encoder = load_run(Path(run_dir), registry)
+    recipe, modality, encoder, _ = _load_run(Path(run_dir), registry, data)
     if dataset is None:
-        if data:
-            bad = [text for text in data if not text.startswith("data.")]
-            if bad:
-                raise OmnisslError(f"run_features(data=...) overrides the recipe's data section only; got {bad}")
-            path = Path(run_dir) / "recipe.yaml"
-            raw, text = load_yaml(path)
-            recipe = validate(apply_overrides(raw, data), registry, str(path), text)
         dataset = build_dataset(recipe, registry)
     target = pick_device(device or recipe.train.device)
     tokens = TokenDataset(dataset, modality)

@@ -17,7 +17,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from omnissl.errors import DataError
 from omnissl.modality import Modality
-from omnissl.tokens import TokenBatch, Tokens, collate_tokens
+from omnissl.tokens import TokenBatch, Tokens, TokenSpec, collate_tokens, labels_tensor
 
 
 def split_indices(n: int, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -59,10 +59,7 @@ class TokenDataset(Dataset):
         rng = None if item_seed is None else np.random.default_rng(item_seed)
         tokens = self.modality.tokenize(sample, rng)
         if self.check_spec:
-            try:
-                tokens.validate(self.spec, where=f"{self.modality.name} sample {index}")
-            except ValueError as exc:
-                raise DataError(f"{exc} (the modality's tokenize() does not match its spec())") from exc
+            validate_tokens(tokens, self.spec, f"{self.modality.name} sample {index}", "tokenize")
         if self.labels is not None:
             tokens.label = self.labels[index].item()
         return tokens
@@ -78,18 +75,20 @@ class TokenDataset(Dataset):
         indices = [int(index) for index, _ in keys]
         batch = self.modality.tokenize_batch(self.dataset, indices, [seed for _, seed in keys])
         if self.check_spec:
-            try:
-                batch.validate(self.spec, where=f"{self.modality.name} batch of samples {indices[:4]}...")
-            except ValueError as exc:
-                raise DataError(f"{exc} (the modality's tokenize_batch() does not match its spec())") from exc
-        if self.labels is not None and self.labels.dtype.kind in "biuf":
-            batch.labels = torch.from_numpy(self.labels[indices].astype(np.float64))
-        elif self.labels is not None:
-            batch.labels = torch.tensor([float("nan") if label is None else float(label)
-                                         for label in self.labels[indices]], dtype=torch.float64)
-        else:
-            batch.labels = torch.full((len(indices),), float("nan"), dtype=torch.float64)
+            where = f"{self.modality.name} batch of samples {indices[:4]}..."
+            validate_tokens(batch, self.spec, where, "tokenize_batch")
+        batch.labels = (labels_tensor(self.labels[indices]) if self.labels is not None
+                        else torch.full((len(indices),), float("nan"), dtype=torch.float64))
         return batch
+
+
+def validate_tokens(tokens: Tokens | TokenBatch, spec: TokenSpec, where: str, hook: str) -> None:
+    """``tokens.validate(spec)``, its ValueError raised as a DataError naming the modality's
+    ``hook`` (tokenize, tokenize_batch, on_device) that made the tokens."""
+    try:
+        tokens.validate(spec, where=where)
+    except ValueError as exc:
+        raise DataError(f"{exc} (the modality's {hook}() does not match its spec())") from exc
 
 
 class SeededBatchSampler(Sampler):

@@ -23,12 +23,12 @@ import yaml
 from tqdm import tqdm
 
 from omnissl.build import build_all
-from omnissl.errors import DataError, TrainingError
+from omnissl.errors import TrainingError
 from omnissl.plugins import Registry
 from omnissl.recipe import Recipe
 from omnissl.train.checkpoint import LAST, load_checkpoint, save_checkpoint
 from omnissl.train.data import (SeededBatchSampler, TokenDataset, fixed_batches, make_loader, split_indices,
-                                step_generator)
+                                step_generator, validate_tokens)
 from omnissl.train.optim import lr_at, make_optimizer, peak_lr
 
 
@@ -149,7 +149,7 @@ def train(recipe: Recipe, registry: Registry, out_dir: Path, resume: bool = Fals
         for m in range(accum):
             batch = modality.on_device(next(batches).to(device, non_blocking=True))
             if step == start and m == 0:  # what the encoder sees, once per run
-                check_device_batch(batch, tokens.spec, modality.name)
+                validate_tokens(batch, tokens.spec, f"{modality.name} batch after on_device", "on_device")
             mask = masker(batch, step_generator(t.seed, 0, step, m, device=device))
             with autocast_for(t.precision, device):
                 out = step_fn(batch, mask)
@@ -221,11 +221,3 @@ def _tensorboard(out_dir: Path) -> Any:
         return None
     return SummaryWriter(str(out_dir / "tensorboard"))
 
-
-def check_device_batch(batch: Any, spec: Any, name: str) -> None:
-    """The first batch after ``on_device`` against the spec: the loader checks tokenize's output,
-    which for a modality that regroups tokens on the device is not yet what the encoder sees."""
-    try:
-        batch.validate(spec, where=f"{name} batch after on_device")
-    except ValueError as exc:
-        raise DataError(f"{exc} (the modality's on_device() does not match its spec())") from exc
