@@ -18,29 +18,31 @@ from pathlib import Path
 
 
 class FileDigests:
-    """``digests(path)`` is ``digest(path)``, computed once per version of the file.
+    """``digests(path, name)`` is ``functions[name](path)``, computed once per version of the file.
 
     Args:
         index: the JSON file that remembers digests (created on :meth:`save`).
-        digest: the function hashing a file's content.
-        name: names ``digest``; entries of other functions in the same index stay apart.
+        functions: name -> function of a file's content (a hash, or anything derived from the
+            file that is worth not re-reading: the files a header names, say). With one
+            function, ``name`` may be left out.
     """
 
-    def __init__(self, index: Path, digest: Callable[[Path], str], name: str):
+    def __init__(self, index: Path, functions: dict[str, Callable[[Path], str]]):
         self.index_path = Path(index)
-        self.digest = digest
-        self.name = name
+        self.functions = dict(functions)
         self._index = self._read()
         self._new: dict[str, dict] = {}
 
-    def __call__(self, path: Path) -> str:
+    def __call__(self, path: Path, name: str | None = None) -> str:
+        if name is None:
+            (name,) = self.functions  # only one function: it is the one
         st = os.stat(path)
         stamp = [st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino]
-        key = f"{self.name}:{Path(path).resolve()}"
+        key = f"{name}:{Path(path).resolve()}"
         entry = self._index.get(key)
         if isinstance(entry, dict) and entry.get("stat") == stamp and isinstance(entry.get("digest"), str):
             return entry["digest"]
-        value = self.digest(Path(path))
+        value = self.functions[name](Path(path))
         self._index[key] = self._new[key] = {"stat": stamp, "digest": value}
         return value
 

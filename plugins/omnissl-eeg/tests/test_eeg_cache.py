@@ -78,6 +78,8 @@ def test_eeg_warm_start_reads_no_file_until_one_changes(eeg_raw, write_recording
     assert (tmp_path / "cache" / "index.json").is_file()
     hashed = []
     monkeypatch.setattr(cache_module, "content_hash", lambda p: hashed.append(p.name) or real_hash(p))
+    real_names = cache_module._brainvision_files
+    monkeypatch.setattr(cache_module, "_brainvision_files", lambda p: hashed.append(p.name) or real_names(p))
 
     def refuse(*args, **kwargs):
         raise AssertionError("a raw file was opened although the cache is warm")

@@ -90,7 +90,7 @@ class FeatureCache:
     def __init__(self, clips: Sequence[Clip], frontend: FrontEnd, root: Path, strict: bool = False,
                  where: str = "audio data"):
         # File digests are remembered by stat (omnissl.digests): a warm start reads no audio file.
-        digests = FileDigests(Path(root).expanduser() / "digests.json", file_digest, "blake2b")
+        digests = FileDigests(Path(root).expanduser() / "digests.json", {"blake2b": file_digest})
         self.folder = Path(root).expanduser() / cache_key(clips, frontend, digests)
         digests.save()
         if not (self.folder / STATS).is_file():

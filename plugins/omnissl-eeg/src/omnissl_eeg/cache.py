@@ -60,14 +60,15 @@ def _stem(name: str) -> str:
     return Path(name).stem
 
 
-def _brainvision_files(header: Path) -> set[str]:
-    """The data and marker file names a BrainVision header names (``DataFile=``, ``MarkerFile=``)."""
+def _brainvision_files(header: Path) -> str:
+    """The data and marker file names a BrainVision header names (``DataFile=``, ``MarkerFile=``),
+    one per line."""
     try:
         text = header.read_text(encoding="latin-1")[:65536]
     except OSError:
-        return set()
-    return {Path(m.strip()).name for m in re.findall(r"^\s*(?:DataFile|MarkerFile)\s*=\s*(.+?)\s*$", text,
-                                                      re.MULTILINE)}
+        return ""
+    names = re.findall(r"^\s*(?:DataFile|MarkerFile)\s*=\s*(.+?)\s*$", text, re.MULTILINE)
+    return "\n".join(sorted({Path(name.strip()).name for name in names}))
 
 
 def default_cache_dir() -> Path:
@@ -88,13 +89,16 @@ class WindowCache:
         self.folder = folder
         self.folder.mkdir(parents=True, exist_ok=True)
         self.settings_key = settings.key()
-        self._digests = FileDigests(folder / "index.json", content_hash, "ends-sha256")
+        # Content hashes, and the files a BrainVision header names, remembered by stat: a warm
+        # start reads no file.
+        self._digests = FileDigests(folder / "index.json", {"ends-sha256": content_hash,
+                                                            "vhdr-files": _brainvision_files})
         self._listings: dict[Path, _Listing] = {}
 
     def key(self, path: Path, bids: bool = False) -> str:
         """The cache key of ``path``'s windows under these settings (see the module docstring)."""
         files = [path, *self.companions(path, bids)]
-        contents = "|".join(f"{f.name}:{self._digests(f)}" for f in files)
+        contents = "|".join(f"{f.name}:{self._digests(f, 'ends-sha256')}" for f in files)
         text = f"{FORMAT_VERSION}|{contents}|{self.settings_key}"
         return hashlib.sha256(text.encode()).hexdigest()[:32]
 
@@ -105,7 +109,7 @@ class WindowCache:
         if bids:
             found.update(listing.sides)  # channels.tsv, electrodes.tsv, coordsystem.json, ...
         if path.suffix.lower() == ".vhdr":  # the header may name data and marker files of other stems
-            found.update(_brainvision_files(path) & listing.names)
+            found.update(set(self._digests(path, "vhdr-files").split("\n")) & listing.names)
         return [path.parent / other for other in sorted(found)]
 
     def save_index(self) -> None:

@@ -62,7 +62,8 @@ class EEGModality(Modality):
         self.target = target
         self.spectral_weight = float(spectral_weight)
         self.position_scale = float(position_scale)
-        self._tables: dict[tuple[int, int], tuple[weakref.ref, _MontageTables]] = {}
+        # data set -> window length -> tables, forgotten with the data set
+        self._tables: weakref.WeakKeyDictionary[Any, dict[int, _MontageTables]] = weakref.WeakKeyDictionary()
 
     def spec(self) -> TokenSpec:
         return TokenSpec(value_dim=self.patch,
@@ -91,12 +92,9 @@ class EEGModality(Modality):
         channels, length = signal.shape
         patches = self._patches(length, source)
         values = signal[:, : patches * self.patch].reshape(channels * patches, self.patch)  # field units
-        positions = torch.as_tensor(np.asarray(sample["positions"], dtype=np.float32))  # [C, 3]
-        time = torch.arange(patches, dtype=torch.float32).repeat(channels)[:, None]  # [C*P, 1]
-        coords = torch.cat([positions.repeat_interleave(patches, dim=0), time], dim=1)  # [C*P, 4]
-        kinds = torch.as_tensor(np.asarray(sample["types"], dtype=np.int64)).repeat_interleave(patches)[:, None]
+        coords, kinds = token_layout(sample["positions"], sample["types"], patches)
         meta = {"channels": list(sample.get("channels", [])), "num_channels": channels, "num_patches": patches}
-        return Tokens(values=values, coords=coords, kinds=kinds, meta=meta)
+        return Tokens(values=values, coords=torch.from_numpy(coords), kinds=torch.from_numpy(kinds), meta=meta)
 
     def tokenize_batch(self, dataset: Any, indices: Sequence[int], seeds: Sequence[int | None]) -> TokenBatch:
         """The same TokenBatch as tokenising each window and padding, without a Python loop
@@ -145,10 +143,9 @@ class EEGModality(Modality):
         """Token tables of each distinct montage (channel names, positions, types) of
         ``dataset``'s recordings, for windows of ``length`` samples; built on first use and
         kept while the data set lives. Checks every recording's rate once."""
-        key = (id(dataset), length)
-        cached = self._tables.get(key)
-        if cached is not None and cached[0]() is dataset:
-            return cached[1]
+        cached = self._tables.setdefault(dataset, {})
+        if length in cached:
+            return cached[length]
         for w, source in zip(dataset.recordings, dataset.sources):
             self._check_rate(w.sfreq, source)
         patches = self._patches(length, dataset.sources[0])
@@ -168,19 +165,15 @@ class EEGModality(Modality):
         kinds = np.zeros((len(members), tokens, 1), dtype=np.int64)
         for m, w in enumerate(members):
             n = counts[m] * patches
-            coords[m, :n, :3] = np.repeat(w.positions, patches, axis=0)
-            coords[m, :n, 3] = np.tile(np.arange(patches, dtype=np.float32), counts[m])
-            kinds[m, :n, 0] = np.repeat(w.types, patches)
+            coords[m, :n], kinds[m, :n] = token_layout(w.positions, w.types, patches)
         meta = [{"channels": list(w.channels), "num_channels": int(c), "num_patches": patches}
                 for w, c in zip(members, counts)]
-        tables = _MontageTables(patches, montage_of, pad, coords, kinds, meta)
-        self._tables = {k: v for k, v in self._tables.items() if v[0]() is not None}  # forget dead data sets
-        self._tables[key] = (weakref.ref(dataset), tables)
-        return tables
+        cached[length] = _MontageTables(patches, montage_of, pad, coords, kinds, meta)
+        return cached[length]
 
     def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)
-        state["_tables"] = {}  # weak references do not pickle; a worker builds its own
+        state["_tables"] = weakref.WeakKeyDictionary()  # weak references do not pickle; a worker builds its own
         return state
 
     def _check_rate(self, rate: float, source: str) -> None:
@@ -207,6 +200,19 @@ class EEGModality(Modality):
         from omnissl_eeg.viz import plot_traces
 
         return plot_traces(batch, hidden, predictions, path, self.patch, self.sfreq, self.amplitude_scale)
+
+
+def token_layout(positions: Any, types: Any, patches: int) -> tuple[np.ndarray, np.ndarray]:
+    """Coordinates (C * P, 4) float32, each sensor's (x, y, z) then the patch index, and kinds
+    (C * P, 1) int64, in channel-major token order (token ``c * P + p``): the one layout that
+    per-sample ``tokenize`` and the batched montage tables both use."""
+    positions = np.asarray(positions, dtype=np.float32)
+    types = np.asarray(types, dtype=np.int64)
+    channels = len(types)
+    coords = np.empty((channels * patches, 4), dtype=np.float32)
+    coords[:, :3] = np.repeat(positions, patches, axis=0)
+    coords[:, 3] = np.tile(np.arange(patches, dtype=np.float32), channels)
+    return coords, np.repeat(types, patches)[:, None]
 
 
 @dataclass
