@@ -21,7 +21,9 @@ from omnissl.errors import DataError
 from omnissl_splat.generate import SHAPES, generate_shapes
 from omnissl_splat.ply import SplatFormatError, read_splat_ply
 
-CACHE_VERSION = "1"
+# Bump when read_splat_ply's output or checks change. "2": caches of version 1 may hold inf
+# (a log-scale that overflows float32) or 1e10 scales (a one-position object); re-read them.
+CACHE_VERSION = "2"
 
 
 def default_cache_dir() -> Path:
@@ -50,10 +52,12 @@ class SplatFolder:
 
     Files directly inside a class sub-folder of ``root`` are labelled with that folder's
     name (sorted names -> 0, 1, ...). A file that is truncated, is not a splat or point
-    cloud, or holds NaN attributes is skipped with a warning naming it and what is wrong,
-    and counted in ``skipped``. An object with fewer Gaussians than ``min_points`` is kept
-    and padded (``too_few: pad``; the tokeniser marks the missing points and groups as
-    padding) or skipped (``too_few: skip``); either way it is counted in ``short``.
+    cloud, holds NaN attributes or attributes that overflow float32 (checked on the cached
+    float32 values), or has all its Gaussians at one position (degenerate) is skipped with
+    a warning naming it and what is wrong, and counted in ``skipped``. An object with fewer
+    Gaussians than ``min_points`` is kept and padded (``too_few: pad``; the tokeniser marks
+    the missing points and groups as padding) or skipped (``too_few: skip``); either way it
+    is counted in ``short``.
 
     Args:
         root: folder of PLY files.

@@ -35,6 +35,10 @@ SH_C0 = 0.28209479177387814  # the degree-0 real spherical-harmonics constant, 1
 GAUSSIAN_COLUMNS = ("x", "y", "z", "f_dc_0", "f_dc_1", "f_dc_2", "opacity",
                     "scale_0", "scale_1", "scale_2", "rot_0", "rot_1", "rot_2", "rot_3")
 POINT_SCALE = 0.01  # isotropic scale (unit-sphere units) given to the points of a plain point cloud
+MIN_RADIUS = 1e-12  # an object whose Gaussians lie closer than this to their centroid is one point
+#: Largest |value| of an activated, normalised attribute: its square summed over 2**20 Gaussians
+#: stays finite in float32 (the losses and the grouping statistics square and sum them).
+MAX_ABS_VALUE = float(np.sqrt(np.finfo(np.float32).max / 2**20))
 
 
 class SplatFormatError(ValueError):
@@ -54,8 +58,9 @@ def activate(raw: dict[str, np.ndarray]) -> np.ndarray:
     """
     out = np.empty((len(raw["xyz"]), NUM_ATTRIBUTES), dtype=np.float64)
     out[:, ATTRIBUTES["xyz"]] = raw["xyz"]
-    out[:, ATTRIBUTES["opacity"]] = 1.0 / (1.0 + np.exp(-raw["opacity"]))
-    out[:, ATTRIBUTES["scale"]] = np.exp(raw["scale"])
+    with np.errstate(over="ignore"):  # exp(-logit) -> inf is opacity 0; a log-scale past ~709 is
+        out[:, ATTRIBUTES["opacity"]] = 1.0 / (1.0 + np.exp(-raw["opacity"]))  # inf: read_splat_ply reports it
+        out[:, ATTRIBUTES["scale"]] = np.exp(raw["scale"])
     quat = raw["rotation"]
     out[:, ATTRIBUTES["rotation"]] = quat / np.maximum(np.linalg.norm(quat, axis=1, keepdims=True), 1e-12)
     out[:, ATTRIBUTES["colour"]] = np.clip(0.5 + SH_C0 * raw["f_dc"], 0.0, 1.0)
@@ -92,7 +97,9 @@ def read_splat_ply(path: str | Path) -> np.ndarray:
 
     Raises:
         SplatFormatError: the file is truncated, has no ``vertex`` element, lacks columns
-            (named in the message), or holds non-finite attributes.
+            (named in the message), holds attributes that are non-finite (checked again after
+            activation, normalisation and the cast to float32) or too large for float32
+            statistics, or is degenerate (every Gaussian at one position).
     """
     from plyfile import PlyData
 
@@ -122,11 +129,47 @@ def read_splat_ply(path: str | Path) -> np.ndarray:
         })
     else:
         splats = point_cloud_splats(vertex, names)
+    _check_finite(splats, "")
+    _check_extent(splats)
+    with np.errstate(over="ignore"):  # an overflow to inf is what the check below reports
+        out = normalize_unit_sphere(splats).astype(np.float32)
+    # Check what is cached, after the cast: exp(log-scale 200) is finite in float64 and inf
+    # in float32. Values whose square (summed over a million Gaussians) overflows float32
+    # would turn the losses and the grouping statistics (a per-object std) into inf, so
+    # they are rejected too: no activated, normalised attribute of a real object comes near.
+    _check_finite(out, " after activation and normalisation to float32")
+    big = ~(np.abs(out) <= MAX_ABS_VALUE).all(axis=0)
+    if big.any():
+        columns = [name for name, cols in ATTRIBUTES.items() if big[cols].any()]
+        raise SplatFormatError(f"values in {columns} beyond +-{MAX_ABS_VALUE:.1e} (largest "
+                               f"{float(np.abs(out).max()):.3g}) after normalisation to the unit sphere; "
+                               f"their squares overflow float32 in the losses and statistics")
+    return out
+
+
+def _check_finite(splats: np.ndarray, when: str) -> None:
     bad = ~np.isfinite(splats).all(axis=0)
     if bad.any():
         columns = [name for name, cols in ATTRIBUTES.items() if bad[cols].any()]
-        raise SplatFormatError(f"non-finite (NaN or inf) values in {columns}")
-    return normalize_unit_sphere(splats).astype(np.float32)
+        raise SplatFormatError(f"non-finite (NaN or inf) values in {columns}{when}")
+
+
+def _check_extent(splats: np.ndarray) -> None:
+    """Reject an object whose Gaussians all sit at one position (or a single Gaussian).
+
+    Normalising it to the unit sphere divides by a zero radius (the old 1e-12 floor made its
+    scales 1e10 and more), and there is no shape to learn from it. It is skipped, not kept
+    with a warning: no radius makes it comparable with the other objects, and any scale we
+    picked for it would be invented. A spread below float32's resolution at the object's
+    distance from the origin (one float32 step) counts as one position: it is round-off, not geometry.
+    """
+    xyz = splats[:, ATTRIBUTES["xyz"]]
+    radius = float(np.linalg.norm(xyz - xyz.mean(axis=0), axis=1).max())
+    resolution = float(np.finfo(np.float32).eps) * float(np.abs(xyz).max())
+    if radius <= max(resolution, MIN_RADIUS):
+        raise SplatFormatError(f"degenerate object: all {len(splats)} Gaussians sit at one position "
+                               f"(largest distance from their centroid {radius:.3g}), so it has no extent "
+                               f"to normalise to the unit sphere")
 
 
 def point_cloud_splats(vertex: np.ndarray, names: set[str]) -> np.ndarray:
