@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
+import os
 import warnings
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -28,22 +32,59 @@ def _to_chw(array: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(out)
 
 
+def default_cache_dir() -> Path:
+    """``$OMNISSL_CACHE/image``, else ``$XDG_CACHE_HOME/omnissl/image``, else ``~/.cache/omnissl/image``."""
+    if os.environ.get("OMNISSL_CACHE"):
+        return Path(os.environ["OMNISSL_CACHE"]).expanduser() / "image"
+    return Path(os.environ.get("XDG_CACHE_HOME", "~/.cache")).expanduser() / "omnissl" / "image"
+
+
+def _stamp(path: Path) -> str:
+    # ctime too: a rewrite whose tool restores the mtime (cp -p, rsync -t) still moves it
+    stat = path.stat()
+    return f"{stat.st_size}|{stat.st_mtime_ns}|{stat.st_ctime_ns}"
+
+
+def _decode_error(path: Path) -> Exception | None:
+    """None if ``path`` is an image whose every pixel decodes, else the error.
+
+    ``verify()`` checks the header and the checksums (PNG CRCs) without decoding; ``load()``
+    then decodes every pixel, which is what catches a JPEG cut short after its header.
+    """
+    from PIL import Image
+
+    try:
+        with Image.open(path) as image:
+            image.verify()
+        with Image.open(path) as image:
+            image.load()
+    except Exception as exc:
+        return exc
+    return None
+
+
 class ImageFolder:
     """Every image under ``root`` (recursive). Images directly in a class sub-folder of
     ``root`` get that folder's name as their label (sorted names -> 0, 1, ...).
 
-    Files that cannot be read are skipped with a warning naming them and counted in
-    ``skipped``; ``strict: true`` makes them fatal.
+    Every file is decoded in full when the index is built; files that cannot be (corrupt,
+    or cut short after a valid header) are skipped with a warning naming them and counted
+    in ``skipped``; ``strict: true`` makes them fatal. Files that decoded are recorded by
+    size, modification and change time under ``cache_dir``, so a later run decodes only new
+    or changed files. An indexed file that no longer decodes when it is read raises a
+    :class:`DataError` naming it: it is never replaced by another image, whose label would
+    then be wrong.
 
     Args:
         root: folder of images.
         mode: ``"RGB"`` or ``"L"`` (grey).
         strict: stop at the first unreadable file instead of skipping it.
+        cache_dir: where the record of decoded files is kept (default: :func:`default_cache_dir`).
     """
 
-    def __init__(self, root: str, mode: str = "RGB", strict: bool = False):
-        from PIL import Image
+    RECORD_VERSION = 1
 
+    def __init__(self, root: str, mode: str = "RGB", strict: bool = False, cache_dir: str | None = None):
         self.root = Path(root).expanduser()
         if not self.root.is_dir():
             raise DataError(f"data.root {self.root} is not a folder")
@@ -51,12 +92,10 @@ class ImageFolder:
         candidates = sorted(p for p in self.root.rglob("*") if p.suffix.lower() in EXTENSIONS and p.is_file())
         self.files: list[Path] = []
         self.skipped: list[tuple[Path, str]] = []
-        for path in candidates:
-            try:
-                with Image.open(path) as image:
-                    image.verify()  # header and checksums, without decoding every pixel
-            except Exception as exc:
-                skip_or_raise(self.skipped, path, str(exc), strict, what="unreadable image", cause=exc)
+        for path, error in zip(candidates, self._decode_all(candidates, cache_dir)):
+            if error is not None:
+                skip_or_raise(self.skipped, path, f"cannot be decoded ({type(error).__name__}: {error})", strict,
+                              what="unreadable image", cause=error)
                 continue
             self.files.append(path)
         if not self.files:
@@ -71,31 +110,70 @@ class ImageFolder:
                        if classes and all(len(p.relative_to(self.root).parts) > 1 for p in self.files) else None)
         self.task = "classification"
 
+    def _decode_all(self, candidates: list[Path], cache_dir: str | None) -> list[Exception | None]:
+        """The decoding error of each candidate (None: it decodes), reusing the record of earlier runs."""
+        cache = Path(cache_dir).expanduser() if cache_dir else default_cache_dir()
+        key = hashlib.sha1(f"{self.root.resolve()}|{self.RECORD_VERSION}".encode()).hexdigest()
+        record_file = cache / f"decoded-{key}.json"
+        try:
+            record = json.loads(record_file.read_text())
+        except (OSError, ValueError):
+            record = {}
+        if not isinstance(record, dict):
+            record = {}
+        names = [str(p.relative_to(self.root)) for p in candidates]
+        stamps = [_stamp(p) for p in candidates]
+        todo = [i for i, (name, stamp) in enumerate(zip(names, stamps)) if record.get(name) != stamp]
+        errors: list[Exception | None] = [None] * len(candidates)
+        workers = min(8, os.cpu_count() or 1, max(len(todo), 1))
+        with ThreadPoolExecutor(workers) as pool:  # Pillow's decoders release the GIL
+            for i, error in zip(todo, pool.map(_decode_error, [candidates[i] for i in todo])):
+                errors[i] = error
+        if todo:
+            fresh = {name: stamp for name, stamp, error in zip(names, stamps, errors) if error is None}
+            try:
+                cache.mkdir(parents=True, exist_ok=True)
+                tmp = record_file.with_name(f".{record_file.name}.{os.getpid()}.tmp")
+                tmp.write_text(json.dumps(fresh))
+                os.replace(tmp, record_file)
+            except OSError as exc:  # a read-only cache costs a full decode next time, nothing else
+                warnings.warn(f"cannot write the record of decoded images {record_file}: {exc}")
+        return errors
+
     def __len__(self) -> int:
         return len(self.files)
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         from PIL import Image
 
-        for offset in range(len(self.files)):
-            path = self.files[(index + offset) % len(self.files)]
-            try:
-                with Image.open(path) as image:
-                    array = np.asarray(image.convert(self.mode))
-                return {"image": _to_chw(array), "path": str(path)}
-            except Exception as exc:  # verify() passed, but the pixel data is broken: use the next file
-                warnings.warn(f"skipping image {path}, which cannot be decoded: {exc}")
-        raise DataError(f"no image under {self.root} can be decoded")
+        path = self.files[index]
+        try:
+            with Image.open(path) as image:
+                array = np.asarray(image.convert(self.mode))
+        except Exception as exc:  # it decoded when indexed: the file changed since
+            raise DataError(f"image {path} decoded when the data set was indexed but cannot be decoded now "
+                            f"({type(exc).__name__}: {exc}); was it changed or replaced during the run?") from exc
+        return {"image": _to_chw(array), "path": str(path)}
 
 
 class NumpyImages:
     """Images from a ``.npy`` array (N, H, W[, C]) or a ``.npz`` with ``images`` and optional ``labels``.
 
+    Samples holding a NaN or infinite pixel (checked after the cast to float32, the dtype
+    they are served in, so float64 values beyond float32's range count too) are skipped
+    and counted in ``skipped``, each named as ``file['images'][index]``, with one warning
+    naming the file, the key, how many and the first bad index; ``strict: true`` makes the
+    first of them fatal. The other samples, and their labels, are kept: one bad sample in
+    an array of thousands should not cost the rest, and the labels stay with their images.
+
     Args:
         path: the file.
+        strict: stop at the first sample with a non-finite pixel instead of skipping it.
     """
 
-    def __init__(self, path: str):
+    CHUNK = 1024  # samples checked at a time, so the check never holds a float32 copy of the whole array
+
+    def __init__(self, path: str, strict: bool = False):
         file = Path(path).expanduser()
         if not file.is_file():
             raise DataError(f"data.path {file} does not exist")
@@ -104,15 +182,45 @@ class NumpyImages:
         except Exception as exc:
             raise DataError(f"cannot read {file} as numpy data: {exc}") from exc
         if isinstance(loaded, np.ndarray):
-            self.images, self.labels = loaded, None
+            self.images, self.labels, where = loaded, None, f"{file}"
         else:
             if "images" not in loaded:
                 raise DataError(f"{file} has arrays {list(loaded)}, but no 'images'")
             self.images = loaded["images"]
             self.labels = loaded["labels"] if "labels" in loaded else None
+            where = f"{file}['images']"
         if self.images.ndim not in (3, 4):
             raise DataError(f"{file}: images must be (N, H, W) or (N, H, W, C), got {self.images.shape}")
+        if self.labels is not None and len(self.labels) != len(self.images):
+            raise DataError(f"{file}: {len(self.labels)} labels for {len(self.images)} images")
+        self.skipped: list[tuple[str, str]] = []
+        bad = self._non_finite(self.images)
+        if len(bad):
+            for index in bad:
+                skip_or_raise(self.skipped, f"{where}[{index}]", "NaN or infinite pixel values (as float32)",
+                              strict, what="image", warn=False)
+            if len(bad) == len(self.images):
+                raise DataError(f"every one of the {len(bad)} images in {where} has NaN or infinite pixel values "
+                                f"(first: index {bad[0]})")
+            warnings.warn(f"skipping {len(bad)} of {len(self.images)} images in {where} with NaN or infinite "
+                          f"pixel values (first: index {bad[0]}; all in data set .skipped)")
+            keep = np.setdiff1d(np.arange(len(self.images)), bad)
+            self.images = self.images[keep]
+            self.labels = self.labels[keep] if self.labels is not None else None
         self.task = "classification"
+
+    @classmethod
+    def _non_finite(cls, images: np.ndarray) -> np.ndarray:
+        """Indices of the samples with a pixel that is not finite once cast to float32."""
+        if not np.issubdtype(images.dtype, np.floating):
+            return np.zeros(0, dtype=np.int64)  # integer pixels are always finite
+        bad = []
+        with np.errstate(over="ignore"):  # float64 beyond float32's range becomes inf: that is what we look for
+            for start in range(0, len(images), cls.CHUNK):
+                chunk = np.asarray(images[start:start + cls.CHUNK], dtype=np.float32).reshape(
+                    min(cls.CHUNK, len(images) - start), -1)
+                bad.extend(start + np.flatnonzero(~np.isfinite(chunk).all(axis=1)))
+        return np.asarray(bad, dtype=np.int64)
 
     def __len__(self) -> int:
         return len(self.images)
@@ -142,8 +250,50 @@ class DigitsDataset:
         return {"image": self.images[index][None]}
 
 
+def bundled_skimage_images() -> dict[str, Path]:
+    """``skimage.data`` loaders whose image ships inside the installed scikit-image package.
+
+    A loader qualifies when its body loads exactly one file (``_load("data/<file>")``), that
+    file is in the package's ``data`` folder, and its SHA-256 matches ``skimage.data``'s
+    registry: then scikit-image serves it from the package and never downloads. Loaders of
+    downloaded images (``cells3d``, ``kidney``...), of several files (``stereo_motorcycle``)
+    and helpers (``download_all``, ``data_dir``) are left out.
+
+    Returns:
+        loader name -> the bundled file.
+    """
+    import inspect
+    import re
+
+    import skimage.data as data
+    from skimage.data import _fetchers
+
+    package = Path(_fetchers.__file__).resolve().parent.parent  # the folder registry paths are relative to
+    found = {}
+    for name in data.__all__:
+        loader = getattr(_fetchers, name, None)
+        if not inspect.isfunction(loader):
+            continue
+        try:
+            source = inspect.getsource(loader)
+        except (OSError, TypeError):  # no source shipped: we cannot tell what it reads, so not allowed
+            continue
+        files = re.findall(r"""_load\(\s*['"]([^'"]+)['"]""", source)
+        if len(files) != 1 or "_fetch(" in source:
+            continue
+        path = package / files[0]
+        expected = _fetchers.registry.get(files[0])
+        if path.is_file() and expected and _fetchers.file_hash(str(path)) == expected:
+            found[name] = path
+    return found
+
+
 class SkimageTiles:
     """Tiles of scikit-image's bundled sample photographs; the label is the photograph.
+
+    Only images that ship inside the installed scikit-image package are accepted
+    (:func:`bundled_skimage_images`): any other ``skimage.data`` name (``download_all``,
+    ``cells3d``, a typo) is a :class:`DataError` listing the allowed names, never a download.
 
     Args:
         names: ``skimage.data`` image names (default: eight RGB/grey photographs that ship with the wheel).
@@ -156,13 +306,19 @@ class SkimageTiles:
     def __init__(self, names: list[str] | None = None, tile: int = 64, stride: int = 32):
         from skimage import data
 
+        if isinstance(names, str) or (names is not None and not all(isinstance(n, str) for n in names)):
+            raise DataError(f"data.names must be a list of skimage.data image names, got {names!r}")
+        names = list(names or self.DEFAULT)
+        bundled = bundled_skimage_images()
+        unknown = [name for name in names if name not in bundled]
+        if unknown:
+            raise DataError(f"data.names {unknown}: not images bundled with the installed scikit-image "
+                            f"(other names would be downloaded at run time); choose from "
+                            f"{', '.join(sorted(bundled)) or '(none found)'}")
         self.tiles: list[np.ndarray] = []
         labels = []
-        for label, name in enumerate(names or self.DEFAULT):
-            loader = getattr(data, name, None)
-            if loader is None:
-                raise DataError(f"skimage.data has no image {name!r}")
-            image = _to_chw(loader())
+        for label, name in enumerate(names):
+            image = _to_chw(getattr(data, name)())
             if image.shape[0] == 1:
                 image = np.repeat(image, 3, axis=0)
             _, h, w = image.shape
