@@ -80,8 +80,9 @@ class CTVolumes:
     """Every NIfTI file and DICOM series under ``root`` (recursive) or named in ``list_file``.
 
     Unusable volumes (corrupt files, a series with a missing or duplicated slice, a 2-D
-    image, NaN voxels) are skipped with a warning naming the file and the problem, and
-    counted in ``skipped``; ``strict: true`` makes them fatal.
+    image, NaN voxels, no voxel above ``foreground_hu``: all air) are skipped with a warning
+    naming the file and the problem, and counted in ``skipped``; ``strict: true`` makes them
+    fatal.
 
     Args:
         root: folder searched recursively for ``.nii``/``.nii.gz`` files and DICOM series folders.

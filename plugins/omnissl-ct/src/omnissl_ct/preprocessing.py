@@ -1,7 +1,7 @@
 """The deterministic half of the CT/MR pipeline, built from MONAI transforms.
 
 read (NIfTI or DICOM series) -> check it is a finite 3-D volume -> orient to RAS ->
-resample to the target spacing -> crop to the body (foreground) -> intensity:
+resample to the target spacing -> check it has foreground -> crop to the body -> intensity:
 CT windowed from Hounsfield units to [0, 1], MR normalised per volume.
 
 These are the defaults of nnssl (Wald et al., "An OpenMind for 3D medical vision
@@ -28,7 +28,8 @@ from omnissl.errors import DataError, RecipeError
 from omnissl_ct.readers import PositionOrderedDicomReader
 
 # Bump when the pipeline's output changes for the same settings: old caches are then ignored.
-PIPELINE_VERSION = 1
+# 2: volumes with no foreground are rejected (version 1 cached them as empty tensors).
+PIPELINE_VERSION = 2
 RAS_LABELS = (("L", "R"), ("P", "A"), ("I", "S"))
 
 
@@ -102,8 +103,41 @@ class CheckVolumed(MapTransform):
         return d
 
 
+class CheckForegroundd(MapTransform):
+    """Reject a volume with no voxel above the foreground threshold (all air, or blank).
+
+    The foreground crop that follows would leave an empty volume: a sample with nothing to
+    crop, mask or reconstruct. It is rejected (so the data set skips it by name, or stops
+    under ``strict``) rather than kept with a warning: there is no body in it to keep, and
+    an empty or all-air sample would only feed the statistics and the loss a blank.
+    Checked on the resampled volume, which is what the crop sees.
+
+    Args:
+        threshold: the crop's threshold (HU for CT, 0 for MR).
+        unit: how to print values (``" HU"`` for CT).
+    """
+
+    def __init__(self, keys: str, threshold: float, unit: str = ""):
+        super().__init__(keys)
+        self.threshold, self.unit = threshold, unit
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        d = dict(data)
+        for key in self.key_iterator(d):
+            image = torch.as_tensor(d[key])
+            if image.numel() == 0 or not bool((image > self.threshold).any()):
+                brightest = float(image.max()) if image.numel() else float("nan")
+                raise DataError(f"no foreground: no voxel is above the foreground threshold "
+                                f"{self.threshold:g}{self.unit} (the brightest is {brightest:g}{self.unit}); "
+                                f"an empty or all-air volume")
+        return d
+
+
 class ToCached(MapTransform):
-    """Keep a plain float32 tensor and the voxel spacing: what ``torch.load(weights_only=True)`` reads back."""
+    """Keep a plain float32 tensor and the voxel spacing: what ``torch.load(weights_only=True)`` reads back.
+
+    The last check before the cache: a non-finite or empty result is a DataError, never cached.
+    """
 
     def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
         d = dict(data)
@@ -112,6 +146,11 @@ class ToCached(MapTransform):
             d["spacing"] = torch.as_tensor(np.asarray(image.pixdim, dtype=np.float32)[:3])
             d[key] = torch.as_tensor(image.as_tensor() if hasattr(image, "as_tensor") else image,
                                      dtype=torch.float32).contiguous()
+            if d[key].numel() == 0:
+                raise DataError(f"preprocessing left an empty volume (shape {tuple(d[key].shape)})")
+            finite = torch.isfinite(d[key])
+            if not bool(finite.all()):
+                raise DataError(f"preprocessing produced {int((~finite).sum())} non-finite voxels")
         return d
 
 
@@ -124,6 +163,7 @@ def deterministic_transforms(settings: PreprocessSettings, keys: str = "image") 
     if settings.spacing is not None:
         steps.append(Spacingd(keys=keys, pixdim=settings.spacing, mode="bilinear"))
     threshold = settings.foreground_hu if settings.intensity == "ct" else 0.0
+    steps.append(CheckForegroundd(keys=keys, threshold=threshold, unit=" HU" if settings.intensity == "ct" else ""))
     steps.append(CropForegroundd(keys=keys, source_key=keys, select_fn=Above(threshold), margin=settings.margin,
                                  allow_smaller=True))
     if settings.intensity == "ct":
