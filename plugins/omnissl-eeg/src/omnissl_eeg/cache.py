@@ -3,12 +3,13 @@
 Key = SHA-256 of (cache format version, preprocessing settings, and the content of every file
 the recording's windows depend on: the recording, a BrainVision header's data and marker
 files, an EEGLAB set's ``.fdt``, a FIF's split parts, and in a BIDS tree the side files next
-to it). A file's content is hashed as its size and first and last MiB: a file rewritten in
-place with the same size is caught, and a warm start does not read folders of gigabyte
-recordings whole. Those hashes are remembered in ``index.json`` by the files' stat
-(:class:`omnissl.digests.FileDigests`), so a warm start on an unchanged folder reads no file.
+to it). A file's content is hashed whole (BLAKE2b, read in 1 MiB chunks): any edit, even one
+in the middle of a file that keeps its size, gives a new key. Those hashes are remembered in
+``index.json`` by the files' stat (:class:`omnissl.digests.FileDigests`), so only a cold start
+(or a changed file) reads a file to hash it; a warm start on an unchanged folder reads no file.
 The windows are a ``.npy`` file opened with ``mmap_mode="r"``: the second epoch reads pages,
-never the raw recording.
+never the raw recording. A damaged entry (a ``.npy`` cut short, a side file that does not
+parse or disagrees with it) is deleted with a warning and rebuilt from the recording.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import hashlib
 import json
 import os
 import re
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,20 +27,19 @@ import numpy as np
 from omnissl.digests import FileDigests
 from omnissl_eeg.preprocessing import Preprocessing, Windows
 
-FORMAT_VERSION = 3  # 2: channels marked bad in the recording are dropped; 3: companion files in the key
+# 2: channels marked bad in the recording are dropped; 3: companion files in the key; 4: whole-file
+# content hashes, non-finite windows dropped, the report says why a recording has no window.
+FORMAT_VERSION = 4
 _CHUNK = 1 << 20
+_DIGEST = "blake2b"  # the FileDigests name: a new name, so digests of the old kind are never reused
 
 
 def content_hash(path: Path) -> str:
-    """SHA-256 of a file's size and its first and last MiB."""
-    digest = hashlib.sha256()
-    size = path.stat().st_size
-    digest.update(str(size).encode())
+    """BLAKE2b of a file's whole content, read in 1 MiB chunks."""
+    digest = hashlib.blake2b(digest_size=16)
     with open(path, "rb") as handle:
-        digest.update(handle.read(_CHUNK))
-        if size > _CHUNK:
-            handle.seek(max(size - _CHUNK, _CHUNK))
-            digest.update(handle.read(_CHUNK))
+        for block in iter(lambda: handle.read(_CHUNK), b""):
+            digest.update(block)
     return digest.hexdigest()
 
 
@@ -91,14 +92,14 @@ class WindowCache:
         self.settings_key = settings.key()
         # Content hashes, and the files a BrainVision header names, remembered by stat: a warm
         # start reads no file.
-        self._digests = FileDigests(folder / "index.json", {"ends-sha256": content_hash,
+        self._digests = FileDigests(folder / "index.json", {_DIGEST: content_hash,
                                                             "vhdr-files": _brainvision_files})
         self._listings: dict[Path, _Listing] = {}
 
     def key(self, path: Path, bids: bool = False) -> str:
         """The cache key of ``path``'s windows under these settings (see the module docstring)."""
         files = [path, *self.companions(path, bids)]
-        contents = "|".join(f"{f.name}:{self._digests(f, 'ends-sha256')}" for f in files)
+        contents = "|".join(f"{f.name}:{self._digests(f, _DIGEST)}" for f in files)
         text = f"{FORMAT_VERSION}|{contents}|{self.settings_key}"
         return hashlib.sha256(text.encode()).hexdigest()[:32]
 
@@ -131,17 +132,32 @@ class WindowCache:
             self._listings[folder] = listing
         return self._listings[folder]
 
-    def load(self, key: str) -> Windows | None:
-        """The cached windows (data memory-mapped), or None when absent."""
+    def load(self, key: str, where: str = "") -> Windows | None:
+        """The cached windows (data memory-mapped), or None when absent or damaged.
+
+        A damaged entry (a ``.npy`` cut short by a full disk or a killed copy, a side file that
+        does not parse, or the two disagreeing on shape or type) is deleted with a warning naming
+        ``where`` (the recording), so that the caller rebuilds it.
+        """
         meta_path, data_path = self.folder / f"{key}.json", self.folder / f"{key}.npy"
         if not (meta_path.is_file() and data_path.is_file()):
             return None
-        meta = json.loads(meta_path.read_text())
-        data = np.load(data_path, mmap_mode="r", allow_pickle=False)
-        return Windows(data=data, channels=meta["channels"], types=np.asarray(meta["types"], dtype=np.int64),
-                       positions=np.asarray(meta["positions"], dtype=np.float32), sfreq=meta["sfreq"],
-                       labels=None if meta["labels"] is None else np.asarray(meta["labels"]),
-                       report=meta["report"])
+        try:
+            meta = json.loads(meta_path.read_text())
+            data = np.load(data_path, mmap_mode="r", allow_pickle=False)  # checks the file holds the shape
+            if data.dtype != np.float32 or list(data.shape) != list(meta["shape"]):
+                raise ValueError(f"it holds {data.dtype} {list(data.shape)}, its side file says float32 "
+                                 f"{meta['shape']}")
+            return Windows(data=data, channels=meta["channels"], types=np.asarray(meta["types"], dtype=np.int64),
+                           positions=np.asarray(meta["positions"], dtype=np.float32), sfreq=meta["sfreq"],
+                           labels=None if meta["labels"] is None else np.asarray(meta["labels"]),
+                           report=meta["report"])
+        except (OSError, ValueError, EOFError, KeyError, TypeError) as exc:
+            warnings.warn(f"cache entry {data_path} of {where or key} is damaged ({type(exc).__name__}: {exc}); "
+                          f"deleting it and preprocessing it again")
+            for damaged in (meta_path, data_path):
+                damaged.unlink(missing_ok=True)
+            return None
 
     def store(self, key: str, windows: Windows) -> Windows:
         """Write atomically (temporary name, then rename) and return the memory-mapped copy."""

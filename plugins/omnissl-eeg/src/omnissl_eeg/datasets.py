@@ -17,7 +17,7 @@ import torch
 from omnissl import skip_or_raise
 from omnissl.errors import DataError
 from omnissl_eeg.cache import WindowCache, default_cache_dir
-from omnissl_eeg.preprocessing import DEFAULT_REJECT, Preprocessing, Windows, preprocess
+from omnissl_eeg.preprocessing import DEFAULT_REJECT, Preprocessing, Windows, no_window_reason, preprocess
 from omnissl_eeg.readers import find_bids_recordings, find_recordings, is_bids, read_recording
 from omnissl_eeg.sensors import SENSOR_TYPES
 
@@ -154,8 +154,13 @@ class EEGFolder(WindowDataset):
     A folder holding ``dataset_description.json`` is read as a BIDS tree: only
     ``*/eeg/*_eeg.*`` and ``*/meg/*_meg.*`` files, with their ``channels.tsv`` and
     ``electrodes.tsv`` applied by MNE-BIDS. Windows are cached (see :mod:`omnissl_eeg.cache`);
-    with a warm cache no recording is opened. A file that cannot be read is skipped with a
-    warning naming it, and counted in ``skipped``; ``strict: true`` makes it fatal.
+    with a warm cache no recording is opened. A recording that cannot be used is skipped with a
+    warning naming it and the reason, and counted in ``skipped``; ``strict: true`` makes it
+    fatal: a file MNE cannot open, one damaged or truncated (an EDF with fewer data records
+    than its header declares, a FIF cut short), one whose every channel is flat or NaN (with a
+    unit diagnosis when the values are ~1e6 too small), and one that yields no window (every
+    window rejected by ``reject``, with the limit and the typical peak-to-peak found, or the
+    recording shorter than one window).
 
     Args:
         root: the folder.
@@ -190,9 +195,11 @@ class EEGFolder(WindowDataset):
             except DataError as exc:
                 skip_or_raise(skipped, str(path), str(exc), strict, cause=exc)
                 continue
-            if len(windows.data):
-                recordings.append(windows)
-                sources.append(str(path))
+            if not len(windows.data):  # every window rejected, or too short: named, never silently gone
+                skip_or_raise(skipped, str(path), no_window_reason(windows, settings), strict)
+                continue
+            recordings.append(windows)
+            sources.append(str(path))
         if not recordings:
             raise DataError(f"no readable recording under {folder}: {len(skipped)} of {len(files)} files could not "
                             f"be used (first: {skipped[0][1] if skipped else 'all windows rejected'})")
@@ -204,7 +211,7 @@ class EEGFolder(WindowDataset):
     @staticmethod
     def _load(path: Path, cache: WindowCache, settings: Preprocessing, bids_root: Path | None) -> Windows:
         key = cache.key(path, bids=bids_root is not None)
-        windows = cache.load(key)
+        windows = cache.load(key, where=str(path))
         if windows is None:
             windows = cache.store(key, preprocess(read_recording(path, bids_root), settings, str(path)))
         return windows

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import mmap
+import struct
 import warnings
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -18,11 +19,13 @@ from typing import Any
 import numpy as np
 
 from omnissl.errors import DataError
-from omnissl_eeg.sensors import SENSOR_TYPES, UNIT_SCALE, channel_positions
+from omnissl_eeg.sensors import SENSOR_TYPES, UNIT_NAME, UNIT_SCALE, channel_positions
 
 # Peak-to-peak limits per window in field units (uV, fT, fT/cm): MNE's tutorial values for MEG,
 # a generous EEG limit (pre-training keeps real artefacts; it drops only broken segments).
 DEFAULT_REJECT: dict[str, float] = {"eeg": 1000.0, "mag": 4000.0, "grad": 4000.0}
+# A channel's usual standard deviation in field units, to tell a flat recording from one in the wrong unit.
+_TYPICAL_STD: dict[str, float] = {"eeg": 10.0, "mag": 100.0, "grad": 100.0}
 
 
 @dataclass(frozen=True)
@@ -83,7 +86,11 @@ class Windows:
         positions: (num_channels, 3) float32 sensor positions in metres.
         sfreq: sampling rate in Hz.
         labels: (num_windows,) labels (epochs' event codes), or None.
-        report: what was dropped: ``bad_channels`` (name -> reason), ``rejected`` (window count).
+        report: what was dropped: ``bad_channels`` (name -> reason), ``rejected`` (window count,
+            by amplitude), ``nonfinite`` (windows with NaN/inf samples); and ``windows`` (count
+            before rejection), ``seconds`` (longest segment), ``reject`` (the limits used),
+            ``ptp`` (sensor type -> median peak-to-peak over windows and channels) for
+            :func:`no_window_reason`.
     """
 
     data: np.ndarray
@@ -126,18 +133,75 @@ def _drop_unusable(inst: Any, where: str, settings: Preprocessing) -> dict[str, 
     types = inst.get_channel_types()
     marked = set(inst.info["bads"])
     bad: dict[str, str] = {}
+    stds: dict[str, float] = {}  # field units, of the finite channels
     for c, name in enumerate(inst.ch_names):
         x = data[:, c]
         if name in marked:
             bad[name] = "marked bad in the recording"
         elif not np.isfinite(x).all():
             bad[name] = "NaN or infinite samples"
-        elif float(np.std(x)) * UNIT_SCALE[types[c]] < settings.flat_threshold:
-            bad[name] = "flat"
+        else:
+            stds[name] = float(np.std(x)) * UNIT_SCALE[types[c]]
+            if stds[name] < settings.flat_threshold:
+                bad[name] = "flat"
+    if len(bad) == len(inst.ch_names):  # MNE cannot drop them all; and the file is unusable, say why
+        raise DataError(f"{where}: {_all_unusable(bad, stds, types, settings)}")
     if bad:
         warnings.warn(f"{where}: dropped channel(s) " + ", ".join(f"{n} ({r})" for n, r in bad.items()))
         inst.drop_channels(list(bad))
     return bad
+
+
+def _all_unusable(bad: dict[str, str], stds: dict[str, float], types: list[str], settings: Preprocessing) -> str:
+    """Why every channel of a recording is unusable, with a unit diagnosis when all are flat."""
+    counts: dict[str, int] = {}
+    for reason in bad.values():
+        counts[reason] = counts.get(reason, 0) + 1
+    text = "every channel is unusable (" + ", ".join(f"{n} {r}" for r, n in counts.items()) + ")"
+    if counts.get("flat") != len(bad):
+        return text
+    kind = types[0] if len(set(types)) == 1 else None
+    unit = UNIT_NAME[kind] if kind else "field units"
+    largest = max(stds.values())
+    text += (f": the largest standard deviation is {largest:.3g} {unit}, below flat_threshold "
+             f"{settings.flat_threshold:g}")
+    if largest == 0.0:
+        return text + "; the samples are constant (an empty recording)"
+    if kind is not None:
+        power = round(float(np.log10(_TYPICAL_STD[kind] / largest)))
+        text += (f"; real {kind.upper()} varies by ~{_TYPICAL_STD[kind]:g} {unit}: if this is a recording, its "
+                 f"samples are in the wrong unit (about 1e{power} too small, e.g. volts written where the file's "
+                 f"unit says microvolts); fix the file's scaling")
+    return text
+
+
+def no_window_reason(windows: Windows, settings: Preprocessing | None = None) -> str:
+    """Why a recording yielded no window: every window rejected (with the limits, the typical
+    peak-to-peak found and a unit diagnosis), non-finite, or the recording shorter than a window."""
+    report = windows.report
+    total, rejected = int(report.get("windows", 0)), int(report.get("rejected", 0))
+    nonfinite = int(report.get("nonfinite", 0))
+    if total and rejected + nonfinite >= total and rejected:
+        limits = report.get("reject") or {}
+        ptp = {t: v for t, v in (report.get("ptp") or {}).items() if t in limits}  # the types with a limit
+        found = ", ".join(f"{t} {ptp[t]:.3g} {UNIT_NAME[t]}" for t in ptp)
+        limit = ", ".join(f"{t} {limits[t]:g} {UNIT_NAME[t]}" for t in ptp)
+        # Real signals' peak-to-peak over a window is a few standard deviations (EEG: tens of uV).
+        powers = [round(float(np.log10(ptp[t] / (5 * _TYPICAL_STD[t])))) for t in ptp if ptp[t] > 0]
+        power = max(powers, default=0)
+        hint = (f"; that is about 1e{power} times real {'/'.join(t.upper() for t in ptp)}: probably a unit problem "
+                f"(samples about 1e{power} too large, e.g. millivolts or volts stored where the file's unit says "
+                f"microvolts); fix the file's units, or raise data.reject if such amplitudes are real"
+                if power >= 2 else "; raise data.reject if such amplitudes are real")
+        return (f"every window was rejected ({rejected} of {total}{f', {nonfinite} non-finite' if nonfinite else ''}): "
+                f"peak-to-peak above data.reject ({limit}); typical peak-to-peak found {found} "
+                f"(median over windows and channels){hint}")
+    if total and nonfinite >= total:
+        return f"every window ({total}) holds NaN or infinite values after scaling to field units"
+    seconds = report.get("seconds")
+    length = f" ({seconds:g} s)" if isinstance(seconds, (int, float)) else ""
+    window = f" of {settings.window_seconds:g} s" if settings is not None and settings.window_seconds else ""
+    return f"no window: the recording{length} is shorter than one window{window} (data.window_seconds)"
 
 
 def preprocess(inst: Any, settings: Preprocessing, where: str, labels: np.ndarray | None = None) -> Windows:
@@ -163,7 +227,11 @@ def preprocess(inst: Any, settings: Preprocessing, where: str, labels: np.ndarra
     if is_epochs:
         inst.load_data()  # Epochs pick channels only once loaded; Raw loads only the picked ones
     inst.pick(picks)
-    inst.load_data()
+    try:
+        inst.load_data()
+    except (ValueError, OSError, RuntimeError, EOFError, struct.error) as exc:  # damage past the header fails here
+        raise DataError(f"cannot read the samples of {where} (damaged or truncated?): {type(exc).__name__}: "
+                        f"{exc}") from exc
     bad = _drop_unusable(inst, where, settings)
     keep, positions = channel_positions(inst.info, where, settings.unknown_channels)
     if not keep:
@@ -185,14 +253,29 @@ def preprocess(inst: Any, settings: Preprocessing, where: str, labels: np.ndarra
     scale = np.array([UNIT_SCALE[t] for t in types_named])[:, None]
     data = inst.get_data()
     data = data if is_epochs else data[None]  # [E, C, T]
-    data = (data * scale).astype(np.float32)
+    with np.errstate(over="ignore"):  # a sample beyond float32's range becomes inf, dropped below with a warning
+        data = (data * scale).astype(np.float32)
     windows, owner = cut_windows(data, settings)
-    rejected = 0
+    total = len(windows)
+    # No NaN or inf ever reaches the cache or a statistic: NaN channels were dropped above, but a
+    # finite sample beyond float32's range after scaling (a corrupt 1e35 V sample) becomes inf here.
+    nonfinite = 0
+    if not np.isfinite(data).all():
+        finite = np.isfinite(windows).all(axis=(1, 2))
+        nonfinite = int((~finite).sum())
+        if nonfinite:
+            warnings.warn(f"{where}: dropped {nonfinite} window(s) holding NaN or infinite values after scaling "
+                          f"to field units (samples beyond float32's range: a corrupt sample or a wrong unit)")
+            windows, owner = windows[finite], owner[finite]
+    rejected, ptp_typical = 0, {}
     if settings.reject and len(windows):
+        peak = np.ptp(windows, axis=2)  # [W, C]
         limit = np.array([settings.reject.get(t, np.inf) for t in types_named], dtype=np.float32)
-        ok = (np.ptp(windows, axis=2) <= limit).all(axis=1)
+        ok = (peak <= limit).all(axis=1)
         rejected = int((~ok).sum())
         windows, owner = windows[ok], owner[ok]
+        ptp_typical = {t: float(np.median(peak[:, [c for c, u in enumerate(types_named) if u == t]]))
+                       for t in dict.fromkeys(types_named)}
     return Windows(
         data=np.ascontiguousarray(windows),
         channels=list(inst.ch_names),
@@ -200,7 +283,9 @@ def preprocess(inst: Any, settings: Preprocessing, where: str, labels: np.ndarra
         positions=positions.astype(np.float32),
         sfreq=float(inst.info["sfreq"]),
         labels=None if labels is None else np.asarray(labels)[owner],
-        report={"bad_channels": bad, "rejected": rejected},
+        report={"bad_channels": bad, "rejected": rejected, "nonfinite": nonfinite, "windows": total,
+                "seconds": float(data.shape[2] / inst.info["sfreq"]),
+                "reject": dict(settings.reject) if settings.reject else None, "ptp": ptp_typical},
     )
 
 

@@ -7,6 +7,7 @@ MNE-BIDS, which also applies ``channels.tsv`` (types, bad channels) and
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -43,28 +44,91 @@ def find_bids_recordings(root: Path) -> list[Path]:
     return found
 
 
+# MNE's warnings that mean the file is damaged, not merely unusual: it then goes on to read what
+# it can (an EDF whose data ends early, a FIF cut before its tag directory) or fails later, while
+# loading the samples. Every other warning of MNE's readers stays silent, as before.
+_DAMAGED = ("Number of records from the header does not match", "FIF tag directory missing",
+            "Invalid tag with only")
+
+
+def edf_truncation(path: Path) -> str | None:
+    """Why an EDF/BDF file's data disagree with its header, or None when they agree.
+
+    The header declares the number of data records and each record's size; MNE compares that
+    with the file size, warns, and reads what is there "inferring from the file size" (a cut
+    copy then reads as a shorter, complete-looking recording). A header that cannot be parsed
+    gives None here: MNE's reader then names what is wrong.
+    """
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(256)
+            header_bytes, n_records = int(head[184:192].decode("latin-1")), int(head[236:244].decode("latin-1"))
+            duration, signals = float(head[244:252].decode("latin-1")), int(head[252:256].decode("latin-1"))
+            handle.seek(256 + 216 * signals)  # label, transducer, unit, 4 ranges, prefiltering: 216 bytes each
+            field = handle.read(8 * signals)
+            samples = [int(field[8 * i: 8 * i + 8].decode("latin-1")) for i in range(signals)]
+        size = path.stat().st_size
+    except (OSError, ValueError, UnicodeDecodeError):
+        return None
+    record = sum(samples) * (3 if path.suffix.lower() == ".bdf" else 2)  # BDF: 24-bit samples, EDF: 16-bit
+    if record <= 0 or header_bytes < 256 or len(samples) != signals:
+        return None
+    held = max(size - header_bytes, 0) // record
+    if n_records == -1:
+        return (f"its header leaves the number of data records unset (-1, a recording that was never closed), "
+                f"so it cannot tell whether the file is complete; the file holds {held} records "
+                f"({held * duration:g} s): write the record count into the header if that is all of it")
+    if held < n_records:
+        return (f"truncated: its header declares {n_records} data records ({n_records * duration:g} s) but the file "
+                f"holds {held} ({held * duration:g} s; {size} of {header_bytes + n_records * record} bytes); "
+                f"copy or export it again")
+    if held > n_records:
+        return (f"its header declares {n_records} data records ({n_records * duration:g} s) but the file holds "
+                f"{held}: header and data disagree")
+    return None
+
+
 def read_recording(path: Path, bids_root: Path | None = None) -> Any:
     """Open one recording lazily as an ``mne.io.Raw``.
+
+    A damaged file is refused rather than half-read: an EDF/BDF whose data disagree with its
+    header (:func:`edf_truncation`), or any file MNE warns is damaged while opening it (a FIF
+    cut short). A demanding reader wants a cut file named, not read as a shorter recording that
+    looks complete: its windows would enter training as if whole, its annotations or BIDS
+    events would point past its end, and a file cut in transfer usually means a broken copy that
+    copying again repairs. Skipped by name (``skipped``, and fatal under ``data.strict``), the
+    user decides; one who wants the part that is there can fix the header's record count.
 
     Args:
         path: the recording file.
         bids_root: the BIDS root when ``path`` is inside a BIDS tree (its side files are applied).
 
     Raises:
-        DataError: naming the file and MNE's reason when it cannot be read.
+        DataError: naming the file and the reason (MNE's, or the truncation) when it cannot be read.
     """
     import mne
 
+    if path.suffix.lower() in (".edf", ".bdf"):
+        reason = edf_truncation(path)
+        if reason is not None:
+            raise DataError(f"{path} is damaged: {reason}")
     try:
-        if bids_root is not None:
-            import mne_bids
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")  # MNE's warnings are collected here, and only damage reported
+            if bids_root is not None:
+                import mne_bids
 
-            entities = mne_bids.get_entities_from_fname(path.name)
-            bids_path = mne_bids.BIDSPath(root=bids_root, datatype=path.parent.name, suffix=path.parent.name,
-                                          extension=path.suffix, **{k: v for k, v in entities.items()
-                                                                   if k in ("subject", "session", "task",
-                                                                            "acquisition", "run")})
-            return mne_bids.read_raw_bids(bids_path, verbose="error")
-        return mne.io.read_raw(path, preload=False, verbose="error")
+                entities = mne_bids.get_entities_from_fname(path.name)
+                bids_path = mne_bids.BIDSPath(root=bids_root, datatype=path.parent.name, suffix=path.parent.name,
+                                              extension=path.suffix, **{k: v for k, v in entities.items()
+                                                                       if k in ("subject", "session", "task",
+                                                                                "acquisition", "run")})
+                raw = mne_bids.read_raw_bids(bids_path, verbose="warning")
+            else:
+                raw = mne.io.read_raw(path, preload=False, verbose="warning")
     except Exception as exc:  # MNE raises many types (ValueError, RuntimeError, OSError, struct.error)
         raise DataError(f"cannot read {path}: {type(exc).__name__}: {exc}") from exc
+    damage = [str(w.message) for w in caught if any(text in str(w.message) for text in _DAMAGED)]
+    if damage:
+        raise DataError(f"{path} is damaged (truncated or corrupted): MNE: {damage[0]}")
+    return raw
