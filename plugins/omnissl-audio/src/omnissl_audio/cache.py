@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import shutil
 import tempfile
@@ -26,11 +27,14 @@ import numpy as np
 from omnissl import skip_or_raise
 from omnissl.digests import FileDigests
 from omnissl.errors import DataError
-from omnissl_audio.decode import load_audio
+from omnissl_audio.decode import BadAudio, load_audio
 from omnissl_audio.frontend import FrontEnd
 
 SILENCE_PEAK = 1e-4  # -80 dBFS: a clip whose loudest sample is below this is reported as silent
 FEATURES, INDEX, STATS = "features.f16", "index.npz", "stats.json"
+# Part of every cache key. 2: truncated and non-finite clips are skipped (caches built before may
+# hold NaN features and statistics, so they are not reused).
+CACHE_VERSION = 2
 
 
 @dataclass(frozen=True)
@@ -65,7 +69,7 @@ def file_digest(path: Path) -> str:
 def cache_key(clips: Sequence[Clip], frontend: FrontEnd, digest: Callable[[Path], str] = file_digest) -> str:
     """Hash of the front-end settings and every clip's file content (``digest``) and section."""
     digests: dict[Path, str] = {}
-    key = hashlib.sha256(frontend.key().encode())
+    key = hashlib.sha256(f"v{CACHE_VERSION}|{frontend.key()}".encode())
     for clip in clips:
         if clip.path not in digests:
             try:
@@ -128,18 +132,26 @@ class FeatureCache:
         return self.features[self.offsets[i]:self.offsets[i + 1]]
 
     def _build(self, clips: Sequence[Clip], frontend: FrontEnd, strict: bool, where: str) -> None:
-        """Decode every clip once, append its log-mels to one file, then move the folder into place."""
+        """Decode every clip once, append its log-mels to one file, then move the folder into place.
+
+        A clip whose samples or log-mels are not all finite (a NaN in a float WAV, or samples
+        so loud that the power spectrum overflows) is skipped by name, so that no non-finite
+        value reaches ``features.f16`` or the mean/std.
+        """
         self.folder.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=".building-", dir=self.folder.parent))
         kept, offsets, skipped, silent = [], [0], [], []
-        total, total_sq, count = 0.0, 0.0, 0
+        moments = RunningMoments()
         try:
             with open(tmp / FEATURES, "wb") as out:
                 for i, clip in enumerate(clips):
+                    # Skips are reported each time the cache is opened (warm too), so no warning here.
                     try:
                         waveform = load_audio(clip.path, frontend.sample_rate, clip.start, clip.end)
+                    except BadAudio as exc:  # decodes, but truncated or with NaN/infinite samples
+                        skip_or_raise(skipped, clip.describe(), str(exc), strict, cause=exc, warn=False)
+                        continue
                     except Exception as exc:  # libsndfile raises several types for broken files
-                        # Reported each time the cache is opened (warm too), so no warning here.
                         skip_or_raise(skipped, clip.describe(), f"cannot decode audio ({exc})", strict,
                                       cause=exc, warn=False)
                         continue
@@ -149,25 +161,30 @@ class FeatureCache:
                         skip_or_raise(skipped, clip.describe(), reason, strict, warn=False)
                         continue
                     mel = frontend(waveform).numpy()  # [frames, mels]
+                    stored = mel.astype(np.float16)
+                    if not (np.isfinite(mel).all() and np.isfinite(stored).all()):
+                        peak = float(waveform.abs().max())
+                        reason = (f"its log-mel features are not finite (peak sample {peak:.3g}: float samples "
+                                  f"should lie within [-1, 1])")
+                        skip_or_raise(skipped, clip.describe(), reason, strict, warn=False)
+                        continue
                     if float(waveform.abs().max()) < SILENCE_PEAK:
                         silent.append(clip.describe())
                     else:
-                        total += float(mel.sum(dtype=np.float64))
-                        total_sq += float(np.square(mel, dtype=np.float64).sum())
-                        count += mel.size
-                    mel.astype(np.float16).tofile(out)
+                        moments.add(mel)
+                    stored.tofile(out)
                     kept.append(i)
                     offsets.append(offsets[-1] + mel.shape[0])
             if not kept:
                 raise DataError(f"no readable audio in {where}: {len(skipped)} of {len(clips)} clips failed "
                                 f"(first: {skipped[0][0] if skipped else '-'}: {skipped[0][1] if skipped else '-'}). "
                                 f"Check the files are WAV/FLAC/OGG that soundfile can open.")
-            mean = total / count if count else 0.0
-            std = float(np.sqrt(max(total_sq / count - mean * mean, 0.0))) if count else 1.0
+            mean, std = moments.mean_std()
             np.savez(tmp / INDEX, kept=np.array(kept, dtype=np.int64), offsets=np.array(offsets, dtype=np.int64))
+            # allow_nan=False: a non-finite statistic can never be written, even by a future bug.
             (tmp / STATS).write_text(json.dumps({
-                "mean": mean, "std": std if std > 0 else 1.0, "num_clips": len(kept), "num_frames": offsets[-1],
-                "skipped": skipped, "silent": silent}, indent=2) + "\n")
+                "mean": mean, "std": std, "num_clips": len(kept), "num_frames": offsets[-1],
+                "skipped": skipped, "silent": silent}, indent=2, allow_nan=False) + "\n")
             if self.folder.exists():  # another process finished the same cache first
                 shutil.rmtree(tmp)
             else:
@@ -175,3 +192,41 @@ class FeatureCache:
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
+
+
+class RunningMoments:
+    """Mean and standard deviation of every value of many arrays, one array at a time.
+
+    Each array's own mean and sum of squared deviations are taken in float64 and merged with
+    Chan et al.'s pairwise update, so neither a long data set (the sum of squares of millions
+    of log-mels) nor loud clips lose precision the way ``E[x^2] - E[x]^2`` does. Arrays must be
+    finite: :meth:`add` refuses one that is not, so a NaN can never reach the statistics.
+    """
+
+    def __init__(self) -> None:
+        self.count, self.mean, self.m2 = 0, 0.0, 0.0
+
+    def add(self, values: np.ndarray) -> None:
+        n = values.size
+        if n == 0:
+            return
+        values = np.asarray(values, dtype=np.float64)
+        mean = float(values.mean())
+        m2 = float(np.square(values - mean).sum())
+        if not (math.isfinite(mean) and math.isfinite(m2)):
+            raise ValueError("non-finite values cannot enter the statistics")
+        total = self.count + n
+        delta = mean - self.mean
+        self.mean += delta * n / total
+        self.m2 += m2 + delta * delta * self.count * n / total
+        self.count = total
+
+    def mean_std(self) -> tuple[float, float]:
+        """(mean, std); (0, 1) without data, std 1 when every value is the same."""
+        if not self.count:
+            return 0.0, 1.0
+        std = math.sqrt(max(self.m2 / self.count, 0.0))
+        if not (math.isfinite(self.mean) and math.isfinite(std)):
+            raise DataError(f"the data set's log-mel statistics are not finite (mean {self.mean}, std {std}); "
+                            f"this is a bug: please report it")
+        return self.mean, std if std > 0 else 1.0

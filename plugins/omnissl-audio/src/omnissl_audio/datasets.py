@@ -7,6 +7,7 @@ which builds or opens the feature cache and serves normalised log-mels.
 from __future__ import annotations
 
 import csv
+import math
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Sequence
@@ -43,6 +44,9 @@ class AudioClips:
             raise DataError(f"no audio files found in {where} (looked for {', '.join(EXTENSIONS)})")
         if (mean is None) != (std is None):
             raise DataError("data.mean and data.std must be given together (or neither, to compute them)")
+        if mean is not None and not (math.isfinite(float(mean)) and math.isfinite(float(std)) and float(std) > 0):
+            raise DataError(f"data.mean and data.std must be finite numbers and data.std positive, got {mean} "
+                            f"and {std}")
         self.frontend = frontend
         self.cache = FeatureCache(clips, frontend, Path(cache_dir) if cache_dir else default_cache_root(),
                                   strict=strict, where=where)
