@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import fnmatch
 import shutil
 import sys
@@ -19,6 +20,7 @@ examples:
   omnissl train image/mae-digits --out runs/digits
   omnissl train my.yaml data.root=/data/imagenet/train train.steps=50000 --out runs/in1k
   omnissl train my.yaml --out runs/in1k --resume   continue after a crash or a pre-emption
+  omnissl train my.yaml optim.lr=1e-4 --out runs/in1k --resume --allow-recipe-change   change the recipe mid-run
   omnissl export runs/ct --to monai-unetr --out unetr_vit.pt   encoder weights for MONAI's UNETR
   omnissl probe runs/digits                     linear + k-NN probes: pre-trained vs random vs baseline
 """
@@ -36,6 +38,10 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("overrides", nargs="*", metavar="key.sub=value", help="override recipe keys")
     train.add_argument("--out", type=Path, help="run folder (default: runs/<recipe name>)")
     train.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    train.add_argument("--allow-recipe-change", action="store_true",
+                       help="with --resume: apply a recipe that differs from the run's (recorded in "
+                            "recipe_history.yaml); without it such a resume is refused")
+    train.add_argument("--overwrite", action="store_true", help="start over in an --out that already holds a run")
     train.add_argument("--no-probe", action="store_true", help="skip the probes at the end")
 
     recipes = sub.add_parser("recipes", help="list, show or fork installed recipes")
@@ -107,9 +113,10 @@ def _cmd_train(args: argparse.Namespace) -> None:
     registry = get_registry()
     recipe = load_recipe(args.recipe, args.overrides, registry)
     out = args.out or Path("runs") / Path(args.recipe).stem
-    if not args.resume and (out / "checkpoints" / "last.pt").exists():
-        raise OmnisslError(f"{out} already holds a run; add --resume to continue it or pick another --out")
-    train(recipe, registry, out, resume=args.resume)
+    if args.allow_recipe_change and not args.resume:
+        raise OmnisslError("--allow-recipe-change applies to --resume only")
+    train(recipe, registry, out, resume=args.resume, overwrite=args.overwrite,
+          allow_recipe_change=args.allow_recipe_change)
     print(f"\nrun folder: {out}  (metrics.jsonl, checkpoints/, loss_curve.png, reconstruction.png)")
     if recipe.probe.enabled and not args.no_probe:
         report = probe_run(out, registry)
@@ -154,6 +161,13 @@ def main(argv: list[str] | None = None) -> int:
             return 2
     except OmnisslError as exc:
         print(f"omnissl: error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        where = f" while writing {exc.filename}" if exc.filename else ""
+        print(f"omnissl: error: no space left on the disk{where}; free some space, then continue with --resume",
+              file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("omnissl: interrupted", file=sys.stderr)

@@ -15,21 +15,82 @@ import collections.abc
 import copy
 import difflib
 import inspect
+import math
+import re
 import types
 import typing
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any, Callable, Literal, Sequence
+from typing import Annotated, Any, Callable, Literal, Sequence
 
 import yaml
 
 from omnissl.errors import RecipeError
 from omnissl.plugins import Registry
 
+@dataclass(frozen=True)
+class Range:
+    """The values a numeric recipe option may take, checked before anything heavy starts.
+
+    Used as ``typing.Annotated`` metadata on a dataclass field or a component factory's
+    parameter (``ratio: Annotated[float, Range(gt=0, lt=1)]``). It applies to a number, to
+    every number of a list and to every number among a mapping's values (``{xyz: 1.0, ...}``
+    weights); ``ascending`` asks a list to be non-decreasing (a ``[low, high]`` range). NaN
+    never passes, and infinity only where ``finite=False``. ``None`` is not checked (the
+    annotation's type decides whether it is allowed).
+    """
+
+    ge: float | None = None
+    gt: float | None = None
+    le: float | None = None
+    lt: float | None = None
+    finite: bool = True
+    ascending: bool = False
+
+    def describe(self) -> str:
+        parts = [f"{op} {bound:g}" for op, bound in ((">=", self.ge), (">", self.gt), ("<=", self.le),
+                                                       ("<", self.lt)) if bound is not None]
+        text = " and ".join(parts) if parts else "a finite number"
+        return text + (", in ascending order" if self.ascending else "")
+
+    def problem(self, value: Any) -> str | None:
+        """None when ``value`` is allowed, else what is wrong with it."""
+        if value is None:
+            return None
+        if isinstance(value, dict):
+            numbers = list(value.values())
+        else:
+            numbers = list(value) if isinstance(value, (list, tuple)) else [value]
+        for number in numbers:
+            if isinstance(number, bool) or not isinstance(number, (int, float)):
+                continue  # the type check speaks about non-numbers
+            if math.isnan(number) or (self.finite and math.isinf(number)):
+                return f"must be {self.describe()}, got {value!r}"
+            if ((self.ge is not None and number < self.ge) or (self.gt is not None and number <= self.gt)
+                    or (self.le is not None and number > self.le) or (self.lt is not None and number >= self.lt)):
+                return f"must be {self.describe()}, got {value!r}"
+        if self.ascending and not isinstance(value, dict) and any(b < a for a, b in zip(numbers, numbers[1:])):
+            return f"must be {self.describe()}, got {value!r}"
+        return None
+
+
+def ranges_of(annotation: Any) -> list[Range]:
+    """The :class:`Range` metadata of an ``Annotated`` annotation (none for a plain one)."""
+    if typing.get_origin(annotation) is Annotated:
+        return [m for m in annotation.__metadata__ if isinstance(m, Range)]
+    return []
+
+
+def _plain(annotation: Any) -> Any:
+    """The annotation without ``Annotated`` metadata."""
+    return typing.get_args(annotation)[0] if typing.get_origin(annotation) is Annotated else annotation
+
+
 COMPONENTS = {"modality": "modalities", "data": "datasets", "masker": "maskers", "encoder": "encoders",
               "objective": "objectives"}
 # Keys of component sections that the core consumes itself (not passed to the factory).
-CORE_KEYS = {"data": {"val_fraction": float, "num_workers": int}}
+CORE_KEYS = {"data": {"val_fraction": Annotated[float, Range(ge=0, lt=1)], "num_workers": Annotated[int, Range(ge=0)]}}
+CORE_DEFAULTS = {"data": {"val_fraction": 0.1, "num_workers": 0}}
 # Leading positional parameters the core passes to factories, never set from a recipe.
 INJECTED = {"encoders": ("spec", "modality"), "objectives": ("encoder", "modality")}
 
@@ -38,29 +99,31 @@ INJECTED = {"encoders": ("spec", "modality"), "objectives": ("encoder", "modalit
 class OptimConfig:
     """AdamW with linear warm-up and cosine decay."""
 
-    lr: float | None = None  # absolute peak learning rate
-    base_lr: float | None = None  # peak lr per 256 samples (MAE's rule): lr = base_lr * batch_size / 256
-    weight_decay: float = 0.05
-    betas: list[float] = field(default_factory=lambda: [0.9, 0.95])
-    eps: float = 1e-8
-    warmup_steps: int = 0
-    min_lr: float = 0.0
+    lr: Annotated[float | None, Range(gt=0)] = None  # absolute peak learning rate
+    # peak lr per 256 samples (MAE's rule): lr = base_lr * batch_size / 256
+    base_lr: Annotated[float | None, Range(gt=0)] = None
+    weight_decay: Annotated[float, Range(ge=0)] = 0.05
+    betas: Annotated[list[float], Range(ge=0, lt=1)] = field(default_factory=lambda: [0.9, 0.95])
+    eps: Annotated[float, Range(gt=0)] = 1e-8
+    warmup_steps: Annotated[int, Range(ge=0)] = 0
+    min_lr: Annotated[float, Range(ge=0)] = 0.0
 
 
 @dataclass
 class TrainConfig:
-    steps: int = 1000
-    batch_size: int = 64  # effective batch per optimiser step
-    micro_batch_size: int | None = None  # per forward; batch_size / micro_batch_size accumulation steps
-    clip_grad: float | None = 1.0
+    steps: Annotated[int, Range(ge=1)] = 1000
+    batch_size: Annotated[int, Range(ge=1)] = 64  # effective batch per optimiser step
+    # per forward; batch_size / micro_batch_size accumulation steps
+    micro_batch_size: Annotated[int | None, Range(ge=1)] = None
+    clip_grad: Annotated[float | None, Range(gt=0)] = 1.0  # max gradient norm; null: no clipping
     precision: Literal["auto", "bf16", "fp32"] = "auto"  # auto: bf16 on CUDA, fp32 on CPU
     compile: bool = False
-    seed: int = 0
+    seed: Annotated[int, Range(ge=0)] = 0
     device: str = "auto"  # auto (CUDA, then CPU), cpu, cuda, cuda:N
-    log_every: int = 10
-    val_every: int = 100
-    val_batches: int = 4
-    ckpt_every: int = 200
+    log_every: Annotated[int, Range(ge=1)] = 10
+    val_every: Annotated[int, Range(ge=0)] = 100  # 0: validate at the end only
+    val_batches: Annotated[int, Range(ge=1)] = 4
+    ckpt_every: Annotated[int, Range(ge=1)] = 200
 
 
 PoolName = Literal["mean", "max", "mean_max"]  # how probes pool token features (TokenEncoder.pool)
@@ -69,19 +132,19 @@ PoolName = Literal["mean", "max", "mean_max"]  # how probes pool token features 
 @dataclass
 class ProbeConfig:
     enabled: bool = True
-    knn_k: int = 20
+    knn_k: Annotated[int, Range(ge=1)] = 20
     # auto: accuracy (classification) / r2 (regression)
     metric: Literal["auto", "accuracy", "balanced_accuracy", "r2", "rmse"] = "auto"
-    max_samples: int = 20000
-    batch_size: int = 128
-    seed: int = 0
+    max_samples: Annotated[int, Range(ge=2)] = 20000
+    batch_size: Annotated[int, Range(ge=1)] = 128
+    seed: Annotated[int, Range(ge=0)] = 0
     pool: PoolName = "mean"  # mean_max: Point-MAE's readout, mean and max concatenated
 
 
 @dataclass
 class VizConfig:
     enabled: bool = True
-    num_samples: int = 8
+    num_samples: Annotated[int, Range(ge=1)] = 8
 
 
 SECTIONS: dict[str, type] = {"optim": OptimConfig, "train": TrainConfig, "probe": ProbeConfig, "viz": VizConfig}
@@ -111,16 +174,41 @@ class Recipe:
         return self.raw.get(section, {}).get(key, default)
 
 
+class _Loader(yaml.SafeLoader):
+    """PyYAML's safe loader, reading ``1e-3`` as the number every user means.
+
+    PyYAML follows YAML 1.1, whose float pattern needs a dot and a signed exponent, so
+    ``lr: 1e-3`` would be the string "1e-3"; YAML 1.2 (and every other parser) reads a float.
+    """
+
+
+_Loader.yaml_implicit_resolvers = {key: list(value) for key, value in yaml.SafeLoader.yaml_implicit_resolvers.items()}
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
+                  |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
+                  |\.[0-9_]+(?:[eE][-+]?[0-9]+)?
+                  |[-+]?\.(?:inf|Inf|INF)
+                  |\.(?:nan|NaN|NAN))$""", re.X),
+    list("-+0123456789."))
+
+
+def yaml_load(text: str) -> Any:
+    """Parse YAML safely (no tags that build Python objects), with YAML 1.2's floats."""
+    return yaml.load(text, Loader=_Loader)  # noqa: S506 - _Loader is a SafeLoader
+
+
 def _closest(key: str, choices: Sequence[str]) -> str:
     hint = difflib.get_close_matches(key, list(choices), n=1, cutoff=0.5)
     return f" Did you mean {hint[0]!r}?" if hint else f" Valid keys: {', '.join(sorted(choices))}."
 
 
 class _Lines:
-    """Line numbers of keys in a YAML file, for error messages."""
+    """Where each key of a recipe came from, for error messages: a line of the file or an override."""
 
-    def __init__(self, text: str | None):
+    def __init__(self, text: str | None, overrides: Sequence[str] = ()):
         self.lines: dict[str, int] = {}
+        self.overrides = {text.split("=", 1)[0]: text for text in overrides}
         if text:
             try:
                 self._walk(yaml.compose(text), "")
@@ -135,6 +223,8 @@ class _Lines:
                 self._walk(value_node, path + ".")
 
     def where(self, source: str, key: str) -> str:
+        if key in self.overrides:
+            return f"{source}, command-line override {self.overrides[key]!r}"
         line = self.lines.get(key)
         return f"{source}, line {line}" if line else source
 
@@ -147,7 +237,7 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     if not key or any(not part for part in key.split(".")):
         raise RecipeError(f"override {text!r} has an empty key")
     try:
-        parsed = yaml.safe_load(value) if value != "" else ""
+        parsed = yaml_load(value) if value != "" else ""
     except yaml.YAMLError as exc:
         raise RecipeError(f"override {text!r}: value is not valid YAML ({exc})") from exc
     return key.split("."), parsed
@@ -173,7 +263,7 @@ def load_yaml(path: Path) -> tuple[dict[str, Any], str]:
     except OSError as exc:
         raise RecipeError(f"cannot read recipe {path}: {exc.strerror}") from exc
     try:
-        raw = yaml.safe_load(text) or {}
+        raw = yaml_load(text) or {}
     except yaml.YAMLError as exc:
         raise RecipeError(f"{path}: not valid YAML: {exc}") from exc
     if not isinstance(raw, dict):
@@ -185,6 +275,7 @@ def _check_type(value: Any, annotation: Any) -> bool:
     """Whether a YAML value fits a (resolved) type annotation; YAML lists stand for any sequence."""
     if annotation is Any or annotation is inspect.Parameter.empty:
         return True
+    annotation = _plain(annotation)
     origin, args = typing.get_origin(annotation), typing.get_args(annotation)
     if origin is typing.Literal:
         return value in args
@@ -208,6 +299,7 @@ def _check_type(value: Any, annotation: Any) -> bool:
 
 
 def _type_name(annotation: Any) -> str:
+    annotation = _plain(annotation)
     if typing.get_origin(annotation) is typing.Literal:
         return "one of " + ", ".join(repr(a) for a in typing.get_args(annotation))
     return getattr(annotation, "__name__", None) or str(annotation).replace("typing.", "")
@@ -215,7 +307,7 @@ def _type_name(annotation: Any) -> str:
 
 def _hints(target: Callable[..., Any]) -> dict[str, Any]:
     try:
-        return typing.get_type_hints(target)
+        return typing.get_type_hints(target, include_extras=True)
     except Exception:  # unresolvable forward references: fall back to no checking
         return {}
 
@@ -232,9 +324,27 @@ def factory_parameters(factory: Callable[..., Any], kind: str) -> dict[str, insp
     return params
 
 
-def validate(raw: dict[str, Any], registry: Registry, source: str = "<recipe>", text: str | None = None) -> Recipe:
-    """Check every key and type; return a :class:`Recipe` or raise :class:`RecipeError`."""
-    lines = _Lines(text)
+def _check_value(value: Any, annotation: Any, key: str, where: str) -> None:
+    """The type and range of one option, or a :class:`RecipeError` naming it and where it was set."""
+    if not _check_type(value, annotation):
+        raise RecipeError(f"{where}: {key} must be {_type_name(annotation)}, got {value!r}")
+    for bounds in ranges_of(annotation):
+        problem = bounds.problem(value)
+        if problem:
+            raise RecipeError(f"{where}: {key} {problem}")
+    for number in (value if isinstance(value, list) else [value]):
+        if isinstance(number, float) and math.isnan(number):  # no option means "not a number"
+            raise RecipeError(f"{where}: {key} must be a number, got {value!r}")
+
+
+def validate(raw: dict[str, Any], registry: Registry, source: str = "<recipe>", text: str | None = None,
+             overrides: Sequence[str] = ()) -> Recipe:
+    """Check every key, type and range; return a :class:`Recipe` or raise :class:`RecipeError`.
+
+    ``overrides`` (``key.sub=value`` texts) let messages name the command line, not the file's
+    line, for keys set there.
+    """
+    lines = _Lines(text, overrides)
     for key in raw:
         if key not in TOP_KEYS:
             raise RecipeError(f"{lines.where(source, key)}: unknown section {key!r}.{_closest(key, TOP_KEYS)}")
@@ -252,31 +362,27 @@ def validate(raw: dict[str, Any], registry: Registry, source: str = "<recipe>", 
                 continue
             where = lines.where(source, f"{section}.{key}")
             if key in core:
-                if not isinstance(value, core[key]) and not (core[key] is float and isinstance(value, int)):
-                    raise RecipeError(f"{where}: {section}.{key} must be {core[key].__name__}, got {value!r}")
+                _check_value(value, core[key], f"{section}.{key}", where)
                 continue
             if key not in params and not takes_any:
                 valid = [p for p in params if params[p].kind is not inspect.Parameter.VAR_KEYWORD] + list(core)
                 raise RecipeError(f"{where}: {options['name']!r} ({section}) has no option {key!r}."
                                   f"{_closest(key, valid)}")
             param = params.get(key)
-            if param is not None and param.annotation is not inspect.Parameter.empty:
-                if not _check_type(value, param.annotation):
-                    raise RecipeError(f"{where}: {section}.{key} must be {_type_name(param.annotation)}, "
-                                      f"got {value!r}")
+            if param is not None:
+                _check_value(value, param.annotation, f"{section}.{key}", where)
     built: dict[str, Any] = {}
     for section, cls in SECTIONS.items():
         options = raw.get(section) or {}
         if not isinstance(options, dict):
             raise RecipeError(f"{lines.where(source, section)}: section {section!r} must be a mapping")
         known = {f.name: f for f in fields(cls)}
-        hints = typing.get_type_hints(cls)
+        hints = typing.get_type_hints(cls, include_extras=True)
         for key, value in options.items():
             where = lines.where(source, f"{section}.{key}")
             if key not in known:
                 raise RecipeError(f"{where}: unknown key {section}.{key}.{_closest(key, list(known))}")
-            if not _check_type(value, hints[key]):
-                raise RecipeError(f"{where}: {section}.{key} must be {_type_name(hints[key])}, got {value!r}")
+            _check_value(value, hints[key], f"{section}.{key}", where)
         built[section] = cls(**options)
     recipe = Recipe(source=source, raw=raw, **built)
     _check_values(recipe, lines)
@@ -284,19 +390,20 @@ def validate(raw: dict[str, Any], registry: Registry, source: str = "<recipe>", 
 
 
 def _check_values(recipe: Recipe, lines: _Lines) -> None:
+    """Rules across options (each option's own range is checked with its type)."""
     t, o = recipe.train, recipe.optim
     src = recipe.source
-    if t.steps < 1:
-        raise RecipeError(f"{lines.where(src, 'train.steps')}: train.steps must be >= 1")
     micro = t.micro_batch_size or t.batch_size
-    if t.batch_size < 1 or micro < 1 or t.batch_size % micro:
+    if t.batch_size % micro:
         raise RecipeError(f"{lines.where(src, 'train.batch_size')}: train.batch_size ({t.batch_size}) must be a "
-                          f"positive multiple of train.micro_batch_size ({micro})")
+                          f"multiple of train.micro_batch_size ({micro})")
     if (o.lr is None) == (o.base_lr is None):
         raise RecipeError(f"{src}: set exactly one of optim.lr and optim.base_lr")
-    val = recipe.get("data", "val_fraction", 0.1)
-    if not 0.0 <= val < 1.0:
-        raise RecipeError(f"{lines.where(src, 'data.val_fraction')}: data.val_fraction must be in [0, 1)")
+    if len(o.betas) != 2:
+        raise RecipeError(f"{lines.where(src, 'optim.betas')}: optim.betas must be two numbers, got {o.betas!r}")
+    if o.lr is not None and o.min_lr > o.lr:
+        raise RecipeError(f"{lines.where(src, 'optim.min_lr')}: optim.min_lr ({o.min_lr}) is above the peak "
+                          f"optim.lr ({o.lr})")
 
 
 def recipe_index(registry: Registry) -> dict[str, Path]:
@@ -328,7 +435,7 @@ def load_recipe(name_or_path: str, overrides: Sequence[str], registry: Registry)
     path = resolve_path(name_or_path, registry)
     raw, text = load_yaml(path)
     raw = apply_overrides(raw, overrides)
-    return validate(raw, registry, str(path), text)
+    return validate(raw, registry, str(path), text, overrides)
 
 
 def header_command(path: Path) -> str | None:

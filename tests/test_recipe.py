@@ -39,16 +39,16 @@ def test_overrides_apply_and_parse_yaml(tmp_path):
 
 
 @pytest.mark.parametrize("override,pattern", [
-    ("train.stesp=3", r"toy.yaml: unknown key train.stesp. Did you mean 'steps'\?"),
+    ("train.stesp=3", r"toy.yaml, command-line override 'train.stesp=3': unknown key train.stesp. Did you mean 'steps'\?"),
     ("trian.steps=3", r"unknown section 'trian'. Did you mean 'train'\?"),
     ("masker.ratoi=0.5", r"'random' \(masker\) has no option 'ratoi'. Did you mean 'ratio'\?"),
     ("train.steps=many", r"train.steps must be int, got 'many'"),
     ("masker.ratio=high", r"masker.ratio must be float, got 'high'"),
-    ("data.val_fraction=2.0", r"data.val_fraction must be in \[0, 1\)"),
+    ("data.val_fraction=2.0", r"data.val_fraction must be >= 0 and < 1, got 2.0"),
     ("probe.pool=cls", r"probe.pool must be one of 'mean', 'max', 'mean_max', got 'cls'"),
     ("probe.metric=f1", r"probe.metric must be one of 'auto', 'accuracy', 'balanced_accuracy', 'r2', 'rmse', got 'f1'"),
     ("train.precision=fp16", r"train.precision must be one of 'auto', 'bf16', 'fp32', got 'fp16'"),
-    ("train.batch_size=10", r"train.batch_size \(10\) must be a positive multiple"),
+    ("train.batch_size=10", r"train.batch_size \(10\) must be a multiple"),
 ])
 def test_mistakes_name_file_key_and_closest(tmp_path, override, pattern):
     with pytest.raises(RecipeError, match=pattern):

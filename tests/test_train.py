@@ -37,7 +37,7 @@ def test_run_folder_layout_loss_falls_and_probes(tmp_path):
     out = tmp_path / "run"
     result = train(out, "train.steps=60", "train.val_every=30", "train.ckpt_every=30", "probe.max_samples=400")
     assert result.returncode == 0, result.stderr
-    for name in ("recipe.yaml", "metrics.jsonl", "checkpoints/last.pt", "checkpoints/encoder.pt", "loss_curve.png",
+    for name in ("recipe.yaml", "metrics.jsonl", "checkpoints/last.pt", "checkpoints/encoder.safetensors", "loss_curve.png",
                  "reconstruction.png", "probe.json"):
         assert (out / name).is_file(), name
     rows = records(out)

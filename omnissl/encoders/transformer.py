@@ -10,14 +10,14 @@ by a learned mask token before the position is added, as SimMIM).
 from __future__ import annotations
 
 import typing
-from typing import Any
+from typing import Annotated, Any
 
 import torch
 from torch import Tensor, nn
 
 from omnissl.errors import RecipeError
 from omnissl.layers import KindEmbedding, PositionEncoding, TransformerStack, attention_mask, init_weights
-from omnissl.recipe import PoolName
+from omnissl.recipe import PoolName, Range
 from omnissl.tokens import TokenBatch, TokenSpec, gather_rows
 
 # name: (width, depth, heads), as timm's vit_{tiny,small,base,large}_patch16_224.
@@ -42,9 +42,10 @@ class TokenEncoder(nn.Module):
         drop_path: stochastic depth rate.
     """
 
-    def __init__(self, spec: TokenSpec, modality: Any = None, size: str = "tiny", dim: int | None = None,
-                 depth: int | None = None, heads: int | None = None, mlp_ratio: float = 4.0,
-                 drop_path: float = 0.0):
+    def __init__(self, spec: TokenSpec, modality: Any = None, size: str = "tiny",
+                 dim: Annotated[int | None, Range(ge=1)] = None, depth: Annotated[int | None, Range(ge=1)] = None,
+                 heads: Annotated[int | None, Range(ge=1)] = None, mlp_ratio: Annotated[float, Range(gt=0)] = 4.0,
+                 drop_path: Annotated[float, Range(ge=0, lt=1)] = 0.0):
         super().__init__()
         if size not in SIZES:
             raise RecipeError(f"encoder.size={size!r} is not one of {', '.join(SIZES)}")

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Annotated, Sequence
 
 import torch
 from torch import Tensor
 
 from omnissl.errors import RecipeError
 from omnissl.maskers.base import Masker, check_ratio, ensure_one_visible, hide_count
+from omnissl.recipe import Range
 from omnissl.tokens import TokenBatch
 
 
@@ -24,11 +25,13 @@ class BlockMasker(Masker):
         ratio: target fraction of real tokens to hide.
         min_size: smallest box extent along each axis, in coordinate units.
         max_size: largest box extent; defaults to ``min_size`` (fixed-size blocks).
-        axes: coordinate columns that span the space (default: all).
+        axes: coordinate columns that span the space (default: all; negative counts from the last).
     """
 
-    def __init__(self, ratio: float = 0.6, min_size: float = 2.0, max_size: float | None = None,
-                 axes: Sequence[int] | None = None):
+    def __init__(self, ratio: Annotated[float, Range(gt=0, lt=1)] = 0.6,
+                 min_size: Annotated[float, Range(gt=0)] = 2.0,
+                 max_size: Annotated[float | None, Range(gt=0)] = None,
+                 axes: Sequence[int] | None = None):  # column indices (negative: from the end): no Range
         self.ratio = check_ratio(ratio, "masker.ratio")
         self.min_size = float(min_size)
         self.max_size = float(max_size if max_size is not None else min_size)

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Annotated, Sequence
 
 import torch
 from torch import Tensor
 
 from omnissl.errors import RecipeError
 from omnissl.maskers.base import Masker, check_ratio, ensure_one_visible
+from omnissl.recipe import Range
 from omnissl.tokens import TokenBatch
 
 
@@ -22,11 +23,12 @@ class GroupMasker(Masker):
     Args:
         ratio: target fraction of real tokens to hide.
         kinds_column: ``kinds`` column that is part of the key, or None.
-        coord_axes: coordinate columns that are part of the key, or None.
+        coord_axes: coordinate columns that are part of the key (negative counts from the last), or None.
     """
 
-    def __init__(self, ratio: float = 0.5, kinds_column: int | None = None,
-                 coord_axes: Sequence[int] | None = None):
+    def __init__(self, ratio: Annotated[float, Range(gt=0, lt=1)] = 0.5,
+                 kinds_column: Annotated[int | None, Range(ge=0)] = None,
+                 coord_axes: Sequence[int] | None = None):  # column indices (negative: from the end): no Range
         self.ratio = check_ratio(ratio, "masker.ratio")
         if kinds_column is None and not coord_axes:
             raise RecipeError("masker 'group' needs kinds_column or coord_axes to say what a group is")

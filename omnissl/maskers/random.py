@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import torch
 from torch import Tensor
 
 from omnissl.maskers.base import Masker, check_ratio, hide_count
+from omnissl.recipe import Range
 from omnissl.tokens import TokenBatch
 
 
@@ -16,7 +19,7 @@ class RandomMasker(Masker):
         ratio: fraction of each sample's real (non-padding) tokens to hide.
     """
 
-    def __init__(self, ratio: float = 0.75):
+    def __init__(self, ratio: Annotated[float, Range(gt=0, lt=1)] = 0.75):
         self.ratio = check_ratio(ratio, "masker.ratio")
 
     def hidden(self, batch: TokenBatch, generator: torch.Generator | None) -> Tensor:

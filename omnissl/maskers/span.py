@@ -3,11 +3,14 @@ Baevski et al. 2020; EEG time masking), frequency bands, or volume tubes."""
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import torch
 from torch import Tensor
 
 from omnissl.errors import RecipeError
 from omnissl.maskers.base import Masker, check_ratio, ensure_one_visible
+from omnissl.recipe import Range
 from omnissl.tokens import TokenBatch
 
 
@@ -21,10 +24,11 @@ class SpanMasker(Masker):
     Args:
         ratio: target fraction of real tokens to hide.
         span: length of each run, counted in distinct positions along the axis.
-        axis: coordinate column to mask along.
+        axis: coordinate column to mask along (negative counts from the last, as in Python).
     """
 
-    def __init__(self, ratio: float = 0.5, span: int = 2, axis: int = -1):
+    def __init__(self, ratio: Annotated[float, Range(gt=0, lt=1)] = 0.5, span: Annotated[int, Range(ge=1)] = 2,
+                 axis: int = -1):  # a column index (-1: the last): no Range
         self.ratio = check_ratio(ratio, "masker.ratio")
         if span < 1:
             raise RecipeError(f"masker.span must be >= 1, got {span}")

@@ -7,6 +7,8 @@ token's targets. The loss is computed on hidden tokens only.
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import torch
 from torch import Tensor, nn
 
@@ -15,6 +17,7 @@ from omnissl.layers import KindEmbedding, PositionEncoding, TransformerStack, at
 from omnissl.maskers.base import Mask
 from omnissl.modality import Modality
 from omnissl.objectives.base import Objective, ObjectiveOutput
+from omnissl.recipe import Range
 from omnissl.tokens import TokenBatch
 
 
@@ -30,8 +33,9 @@ class MAE(Objective):
         norm_target: per-token normalised target (MAE's ``norm_pix_loss``).
     """
 
-    def __init__(self, encoder: nn.Module, modality: Modality, decoder_dim: int = 512, decoder_depth: int = 8,
-                 decoder_heads: int = 16, mlp_ratio: float = 4.0, norm_target: bool = True):
+    def __init__(self, encoder: nn.Module, modality: Modality, decoder_dim: Annotated[int, Range(ge=1)] = 512,
+                 decoder_depth: Annotated[int, Range(ge=1)] = 8, decoder_heads: Annotated[int, Range(ge=1)] = 16,
+                 mlp_ratio: Annotated[float, Range(gt=0)] = 4.0, norm_target: bool = True):
         super().__init__(encoder, modality, norm_target)
         spec = encoder.spec
         self.decoder_embed = nn.Linear(encoder.dim, decoder_dim)

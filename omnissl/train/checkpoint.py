@@ -1,37 +1,150 @@
-"""Atomic checkpoints: written to a temporary file, then renamed over the old one.
+"""Checkpoints that are atomic, verified and finite.
 
-A run killed at any moment leaves either the previous checkpoint or the new
-one, never a half-written file. Loading never unpickles code (``weights_only=True``).
+- **Atomic**: written to a temporary file, fsynced and renamed over the old one, so a run
+  killed at any moment leaves either the previous checkpoint or the new one. A write that
+  fails (a full disk) removes its temporary file and says the previous checkpoint is intact.
+- **Verified**: each checkpoint carries a SHA-256 digest of its tensors and values, computed
+  before writing and checked on load, so flipped bytes on disk are found, not trained on
+  (PyTorch's own format does not check the bytes of tensors).
+- **Finite**: a state holding NaN or infinity is never written, and never loaded.
+- **No code**: loading never unpickles objects (``weights_only=True``); the weights-only
+  files (``encoder.safetensors``) use safetensors, which has no pickle at all.
 """
 
 from __future__ import annotations
 
+import errno
+import hashlib
 import os
+import pickle
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 
 from omnissl.errors import TrainingError
 
 LAST = "last.pt"
+ENCODER = "encoder.safetensors"
+DIGEST_KEY = "sha256"
 
 
-def save_checkpoint(state: dict[str, Any], path: Path) -> Path:
+def _walk(value: Any, name: str = "") -> Any:
+    """(name, leaf) for every leaf of nested dicts / lists / tuples, in a fixed order."""
+    if isinstance(value, dict):
+        for key in sorted(value, key=str):
+            yield from _walk(value[key], f"{name}.{key}" if name else str(key))
+    elif isinstance(value, (list, tuple)):
+        for i, item in enumerate(value):
+            yield from _walk(item, f"{name}[{i}]")
+    else:
+        yield name, value
+
+
+def state_digest(state: dict[str, Any]) -> str:
+    """SHA-256 over every tensor's dtype, shape and bytes and every other value's repr."""
+    digest = hashlib.sha256()
+    for name, leaf in _walk({k: v for k, v in state.items() if k != DIGEST_KEY}):
+        digest.update(name.encode())
+        if isinstance(leaf, torch.Tensor):
+            data = leaf.detach().cpu().contiguous()
+            digest.update(f"{data.dtype}{tuple(data.shape)}".encode())
+            if data.numel():
+                digest.update(memoryview(data.reshape(-1).view(torch.uint8).numpy()))
+        else:
+            digest.update(repr(leaf).encode())
+    return digest.hexdigest()
+
+
+def first_non_finite(state: Any) -> str | None:
+    """The name of the first floating-point tensor in ``state`` holding NaN or infinity, if any."""
+    for name, leaf in _walk(state):
+        if isinstance(leaf, torch.Tensor) and leaf.is_floating_point() and not bool(torch.isfinite(leaf).all()):
+            return name
+    return None
+
+
+def _write_atomic(path: Path, write: Callable[[Any], None], what: str) -> Path:
+    """Write ``path`` through a temporary file in the same folder, then rename it into place."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "wb") as handle:
-        torch.save(state, handle)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as handle:
+            write(handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException as exc:
+        tmp.unlink(missing_ok=True)
+        if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            kept = f"the previous {what} at {path} is intact" if path.exists() else f"no earlier {what} exists"
+            raise TrainingError(f"no space left on the disk of {path.parent} while writing {path}; {kept}. "
+                                f"Free some space, then continue with --resume") from exc
+        if isinstance(exc, OSError):
+            raise TrainingError(f"cannot write {path}: {exc.strerror or exc}") from exc
+        raise
     return path
 
 
+def save_checkpoint(state: dict[str, Any], path: Path) -> Path:
+    """Write ``state`` atomically with its digest; refuse a state holding NaN or infinity."""
+    bad = first_non_finite(state)
+    if bad is not None:
+        raise TrainingError(f"refusing to write {path}: {bad} holds NaN or infinity")
+    state = dict(state, **{DIGEST_KEY: state_digest(state)})
+    return _write_atomic(path, lambda handle: torch.save(state, handle), "checkpoint")
+
+
 def load_checkpoint(path: Path) -> dict[str, Any]:
+    """A checkpoint written by :func:`save_checkpoint`, its digest and finiteness checked."""
     if not path.is_file():
         raise TrainingError(f"no checkpoint at {path}; nothing to resume (start without --resume)")
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        # torch's message would suggest weights_only=False, which runs whatever the file holds.
+        raise TrainingError(f"{path} is not a checkpoint omnissl trusts: it holds Python objects other than "
+                            f"tensors and plain values, and omnissl never runs code from a file. Use a "
+                            f"checkpoint written by omnissl train") from None
     except Exception as exc:
-        raise TrainingError(f"checkpoint {path} cannot be read ({exc}); delete it to start over") from exc
+        raise TrainingError(f"checkpoint {path} cannot be read ({exc}); it is damaged. Delete it to start "
+                            f"over, or restore it from a copy") from exc
+    if not isinstance(state, dict) or "model" not in state:
+        raise TrainingError(f"{path} is not an omnissl checkpoint (no model state in it)")
+    stored = state.pop(DIGEST_KEY, None)
+    if stored is not None and stored != state_digest(state):
+        raise TrainingError(f"checkpoint {path} is corrupted: its bytes no longer match the SHA-256 digest "
+                            f"written with it. Restore it from a copy, or delete it to start over")
+    bad = first_non_finite(state)
+    if bad is not None:
+        raise TrainingError(f"checkpoint {path} holds NaN or infinity in {bad}; it cannot be resumed. "
+                            f"Delete it (and start over with --overwrite)")
+    return state
+
+
+def save_weights(tensors: dict[str, torch.Tensor], path: Path, metadata: dict[str, str] | None = None) -> Path:
+    """Write weights alone as safetensors (no pickle), atomically, with their digest in the header."""
+    from safetensors.torch import save
+
+    bad = first_non_finite(tensors)
+    if bad is not None:
+        raise TrainingError(f"refusing to write {path}: {bad} holds NaN or infinity")
+    tensors = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
+    header = dict(metadata or {}, **{DIGEST_KEY: state_digest(tensors)})
+    data = save(tensors, metadata=header)
+    return _write_atomic(path, lambda handle: handle.write(data), "weights file")
+
+
+def load_weights(path: Path) -> dict[str, torch.Tensor]:
+    """Weights written by :func:`save_weights`, their digest checked."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            stored = (handle.metadata() or {}).get(DIGEST_KEY)
+            tensors = {key: handle.get_tensor(key) for key in handle.keys()}
+    except Exception as exc:
+        raise TrainingError(f"{path} cannot be read as safetensors weights ({exc})") from exc
+    if stored is not None and stored != state_digest(tensors):
+        raise TrainingError(f"{path} is corrupted: its bytes no longer match the SHA-256 digest written with it")
+    return tensors

@@ -10,7 +10,6 @@ on logged steps and checkpoints.
 from __future__ import annotations
 
 import contextlib
-import json
 import math
 import sys
 import time
@@ -19,17 +18,18 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import yaml
 from tqdm import tqdm
 
 from omnissl.build import build_all
 from omnissl.errors import TrainingError
 from omnissl.plugins import Registry
 from omnissl.recipe import Recipe
-from omnissl.train.checkpoint import LAST, load_checkpoint, save_checkpoint
+from omnissl.train.checkpoint import ENCODER, LAST, load_checkpoint, save_checkpoint, save_weights
 from omnissl.train.data import (SeededBatchSampler, TokenDataset, fixed_batches, make_loader, split_indices,
                                 step_generator, validate_tokens)
 from omnissl.train.optim import lr_at, make_optimizer, peak_lr
+from omnissl.train.runfolder import (METRICS, MetricsLog, check_resume_recipe, check_start, load_training_state,
+                                     remove_run, write_recipe)
 
 
 @dataclass
@@ -58,33 +58,63 @@ def autocast_for(precision: str, device: torch.device) -> contextlib.AbstractCon
     return contextlib.nullcontext()
 
 
-class MetricsLog:
-    """Appends one JSON object per logged step to ``metrics.jsonl``."""
+class LogWindow:
+    """The steps since the last logged one: their losses, the objective's other metrics and the
+    samples seen. Checkpointed, so a resumed run logs the same averages as an uninterrupted one
+    whatever ``ckpt_every`` and ``log_every`` are."""
 
-    def __init__(self, path: Path, keep_until: int | None):
-        self.path = path
-        if keep_until is not None and path.exists():  # resuming: drop what came after the checkpoint
-            kept = [line for line in path.read_text().splitlines()
-                    if line.strip() and json.loads(line).get("step", 0) <= keep_until]
-            path.write_text("".join(line + "\n" for line in kept))
-        elif keep_until is None:
-            path.write_text("")
+    def __init__(self) -> None:
+        self.losses: list[float] = []
+        self.terms: dict[str, torch.Tensor] = {}  # summed on the device: no synchronisation until logged
+        self.samples = 0
+        self.started = time.perf_counter()
 
-    def write(self, record: dict[str, Any]) -> None:
-        with open(self.path, "a") as handle:
-            handle.write(json.dumps(record) + "\n")
+    def add(self, key: str, value: torch.Tensor) -> None:
+        self.terms[key] = self.terms.get(key, 0.0) + value
+
+    def record(self, step: int, lr: float) -> dict[str, Any]:
+        elapsed = time.perf_counter() - self.started
+        record: dict[str, Any] = {"step": step, "loss": sum(self.losses) / len(self.losses), "lr": lr,
+                                  "samples_per_s": self.samples / max(elapsed, 1e-9)}
+        record.update({key: float(total) / len(self.losses) for key, total in self.terms.items()})
+        return record
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"losses": list(self.losses), "samples": self.samples,
+                "terms": {k: v.detach().cpu() for k, v in self.terms.items()}}
+
+    def load_state_dict(self, state: dict[str, Any], device: torch.device) -> None:
+        self.losses = [float(v) for v in state["losses"]]
+        self.samples = int(state["samples"])
+        self.terms = {k: v.to(device) for k, v in state["terms"].items()}
 
 
-def train(recipe: Recipe, registry: Registry, out_dir: Path, resume: bool = False) -> dict[str, Any]:
-    """Pre-train as the recipe says, writing the run folder ``out_dir``; returns the final metrics."""
+def _grad_norm(params: list[torch.nn.Parameter], clip: float | None) -> torch.Tensor:
+    """The gradients' total norm, clipped to ``clip`` when given."""
+    if clip:
+        return torch.nn.utils.clip_grad_norm_(params, clip)
+    return torch.nn.utils.get_total_norm([p.grad for p in params if p.grad is not None])
+
+
+def train(recipe: Recipe, registry: Registry, out_dir: Path, resume: bool = False, overwrite: bool = False,
+          allow_recipe_change: bool = False) -> dict[str, Any]:
+    """Pre-train as the recipe says, writing the run folder ``out_dir``; returns the final metrics.
+
+    ``resume`` continues the run in ``out_dir`` from its last checkpoint (``allow_recipe_change``
+    lets the recipe differ from the run's); ``overwrite`` starts over a folder that holds a run.
+    """
     t, cfg = recipe.train, recipe.optim
-    out_dir.mkdir(parents=True, exist_ok=True)
     ckpt_dir = out_dir / "checkpoints"
+    check_start(out_dir, resume, overwrite)
     device = pick_device(t.device)
+    start, state, changes = 0, None, None
+    if resume:  # the cheap check first: a different recipe is refused before anything is built
+        state = load_checkpoint(ckpt_dir / LAST)
+        start = int(state["step"])
+        changes = check_resume_recipe(out_dir, recipe, registry, start, allow_recipe_change)
     torch.manual_seed(t.seed)  # model initialisation
     parts = build_all(recipe, registry)
     modality, objective, masker = parts.modality, parts.objective.to(device), parts.masker
-    (out_dir / "recipe.yaml").write_text(yaml.safe_dump(recipe.raw, sort_keys=False))
 
     micro = t.micro_batch_size or t.batch_size
     accum = t.batch_size // micro
@@ -92,14 +122,19 @@ def train(recipe: Recipe, registry: Registry, out_dir: Path, resume: bool = Fals
     tokens = TokenDataset(parts.dataset, modality)
     lr_peak = peak_lr(cfg, t.batch_size)
     optimizer = make_optimizer(objective, cfg, lr_peak, device)
+    window = LogWindow()
+    if state is not None:
+        load_training_state(objective, optimizer, state, ckpt_dir / LAST)
+        if "log_window" in state:
+            window.load_state_dict(state["log_window"], device)
+    saved_step = start if resume else None  # the last checkpoint known to exist and be finite
 
-    start = 0
-    if resume:
-        state = load_checkpoint(ckpt_dir / LAST)
-        objective.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        start = int(state["step"])
-    log = MetricsLog(out_dir / "metrics.jsonl", keep_until=start if resume else None)
+    # Everything is checked: from here on the run folder is written.
+    if overwrite:
+        remove_run(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    write_recipe(out_dir, recipe, registry, start, changes)
+    log = MetricsLog(out_dir / METRICS, keep_until=start if resume else None)
     run = RunInfo(out_dir, recipe.raw, start, t.steps, parts.dataset)
     hooks = registry.manager.hook
     hooks.omnissl_train_start(run=run)
@@ -108,11 +143,18 @@ def train(recipe: Recipe, registry: Registry, out_dir: Path, resume: bool = Fals
     sampler = SeededBatchSampler(train_idx, micro, t.seed, start=start * accum)
     batches = iter(make_loader(tokens, sampler, workers, pin_memory=device.type == "cuda"))
     step_fn = torch.compile(objective) if t.compile else objective
+    params = [p for p in objective.parameters() if p.requires_grad]
     writer = _tensorboard(out_dir)
 
     def save(step: int) -> None:
-        path = save_checkpoint({"step": step, "model": objective.state_dict(),
-                                "optimizer": optimizer.state_dict()}, ckpt_dir / LAST)
+        nonlocal saved_step
+        try:
+            path = save_checkpoint({"step": step, "model": objective.state_dict(),
+                                    "optimizer": optimizer.state_dict(), "log_window": window.state_dict()},
+                                   ckpt_dir / LAST)
+        except TrainingError as exc:
+            raise TrainingError(f"at step {step}: {exc}. {_last_good(ckpt_dir, saved_step)}") from None
+        saved_step = step
         hooks.omnissl_checkpoint(run=run, step=step, path=path)
 
     def validate(step: int) -> float | None:
@@ -136,9 +178,6 @@ def train(recipe: Recipe, registry: Registry, out_dir: Path, resume: bool = Fals
     bar = tqdm(total=t.steps, initial=start, desc="train", unit="step", dynamic_ncols=True, mininterval=1.0,
                disable=not interactive)
     began = time.perf_counter()
-    window: list[float] = []
-    window_terms: dict[str, torch.Tensor] = {}  # the objective's other metrics (loss per stream), summed
-    window_start, samples = time.perf_counter(), 0
     last: dict[str, Any] = {}
     for step in range(start, t.steps):
         lr = lr_at(step, t.steps, lr_peak, cfg)
@@ -146,6 +185,8 @@ def train(recipe: Recipe, registry: Registry, out_dir: Path, resume: bool = Fals
             group["lr"] = lr
         torch.manual_seed(t.seed * 1_000_003 + step)  # dropout / drop-path of this step
         step_loss = torch.zeros((), device=device)
+        terms: dict[str, torch.Tensor] = {}
+        samples = 0
         for m in range(accum):
             batch = modality.on_device(next(batches).to(device, non_blocking=True))
             if step == start and m == 0:  # what the encoder sees, once per run
@@ -157,29 +198,30 @@ def train(recipe: Recipe, registry: Registry, out_dir: Path, resume: bool = Fals
             step_loss += out.loss.detach() / accum
             for key, value in out.metrics.items():
                 if key != "loss":  # kept on the device until logged: no extra synchronisation
-                    window_terms[key] = window_terms.get(key, 0.0) + value.detach().float() / accum
+                    terms[key] = terms.get(key, 0.0) + value.detach().float() / accum
             samples += batch.batch_size
-        grad_norm = (torch.nn.utils.clip_grad_norm_(objective.parameters(), t.clip_grad)
-                     if t.clip_grad else None)
-        loss_value = float(step_loss)
-        if not math.isfinite(loss_value):
+        grad_norm = _grad_norm(params, t.clip_grad)
+        # A step whose loss or gradient is not finite is never applied, so never saved.
+        loss_value, norm_value = float(step_loss), float(grad_norm)
+        if not (math.isfinite(loss_value) and math.isfinite(norm_value)):
+            what = f"the loss became {loss_value}" if not math.isfinite(loss_value) else \
+                f"the gradient norm became {norm_value} (loss {loss_value:.4g})"
             raise TrainingError(
-                f"loss became {loss_value} at step {step + 1}; stopped without saving, so "
-                f"{ckpt_dir / LAST} holds the last good state. Lower optim.lr / optim.base_lr, raise "
-                f"optim.warmup_steps, or set train.precision=fp32, then resume with --resume.")
+                f"{what} at step {step + 1}; that step was not applied and nothing was saved. "
+                f"{_last_good(ckpt_dir, saved_step)} Lower optim.lr / optim.base_lr, raise optim.warmup_steps, "
+                f"set train.clip_grad, or set train.precision=fp32.")
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
-        window.append(loss_value)
+        window.losses.append(loss_value)
+        window.samples += samples
+        for key, value in terms.items():
+            window.add(key, value)
         done = step + 1
 
         val_loss = validate(done) if (t.val_every and done % t.val_every == 0) or done == t.steps else None
         if done % t.log_every == 0 or val_loss is not None:
-            elapsed = time.perf_counter() - window_start
-            record: dict[str, Any] = {"step": done, "loss": sum(window) / len(window), "lr": lr,
-                                      "samples_per_s": samples / max(elapsed, 1e-9)}
-            record.update({key: float(total) / len(window) for key, total in window_terms.items()})
-            if grad_norm is not None:
-                record["grad_norm"] = float(grad_norm)
+            record = window.record(done, lr)
+            record["grad_norm"] = norm_value
             if val_loss is not None:
                 record["val_loss"] = val_loss
             log.write(record)
@@ -195,22 +237,30 @@ def train(recipe: Recipe, registry: Registry, out_dir: Path, resume: bool = Fals
                 print(f"step {done}/{t.steps}  " + "  ".join(f"{k} {v}" for k, v in shown.items())
                       + f"  eta {eta:.0f}s", file=sys.stderr, flush=True)
             last = record
-            window, window_terms, window_start, samples = [], {}, time.perf_counter(), 0
+            window = LogWindow()
         bar.update(1)
         if done % t.ckpt_every == 0 or done == t.steps:
             save(done)
     bar.close()
     if writer is not None:
         writer.close()
-    torch.save(objective.encoder.state_dict(), ckpt_dir / "encoder.pt")
+    save_weights(objective.encoder.state_dict(), ckpt_dir / ENCODER, {"step": str(t.steps)})
 
     from omnissl.viz import plot_loss_curve, plot_reconstructions
-    plot_loss_curve(out_dir / "metrics.jsonl", out_dir / "loss_curve.png")
+    plot_loss_curve(out_dir / METRICS, out_dir / "loss_curve.png")
     if recipe.viz.enabled and len(val_idx):
         plot_reconstructions(objective, modality, masker, tokens, val_idx, recipe, device,
                              out_dir / "reconstruction.png")
     hooks.omnissl_train_end(run=run, metrics=last)
     return last
+
+
+def _last_good(ckpt_dir: Path, saved_step: int | None) -> str:
+    """Where the run can go on from, for error messages."""
+    if saved_step is None:
+        return ("No checkpoint was written yet: after changing the recipe, start again with --overwrite.")
+    return (f"{ckpt_dir / LAST} (step {saved_step}) is the last good state: after changing the recipe, continue "
+            f"with --resume --allow-recipe-change.")
 
 
 def _tensorboard(out_dir: Path) -> Any:

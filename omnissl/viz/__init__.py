@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import warnings
 from pathlib import Path
 from typing import Any
@@ -11,6 +10,7 @@ import torch
 
 from omnissl.tokens import collate_tokens
 from omnissl.train.data import step_generator
+from omnissl.train.runfolder import read_metrics
 
 
 def _pyplot() -> Any:
@@ -30,7 +30,7 @@ def plot_loss_curve(metrics_path: Path, png: Path) -> Path | None:
     plt = _pyplot()
     if plt is None or not metrics_path.exists():
         return None
-    records = [json.loads(line) for line in metrics_path.read_text().splitlines() if line.strip()]
+    records = read_metrics(metrics_path)
     fig, ax = plt.subplots(figsize=(6, 4), dpi=120)
     train = [(r["step"], r["loss"]) for r in records if "loss" in r]
     val = [(r["step"], r["val_loss"]) for r in records if "val_loss" in r]

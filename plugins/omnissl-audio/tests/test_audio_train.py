@@ -30,7 +30,7 @@ def test_demo_trains_end_to_end_through_the_cli(tmp_path: Path, capsys: pytest.C
                  "train.ckpt_every=20", "optim.warmup_steps=5", "viz.num_samples=3",
                  "--out", str(out)])
     assert code == 0, capsys.readouterr().err
-    for name in ("recipe.yaml", "metrics.jsonl", "checkpoints/last.pt", "checkpoints/encoder.pt",
+    for name in ("recipe.yaml", "metrics.jsonl", "checkpoints/last.pt", "checkpoints/encoder.safetensors",
                  "loss_curve.png", "reconstruction.png", "probe.json", "audio_stats.json"):
         assert (out / name).is_file(), name
     records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]

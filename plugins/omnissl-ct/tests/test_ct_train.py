@@ -43,7 +43,7 @@ def ct_tiny_run(tmp_path_factory) -> Path:
 
 
 def test_tiny_training_writes_the_run_folder(ct_tiny_run):
-    for name in ("recipe.yaml", "metrics.jsonl", "checkpoints/last.pt", "checkpoints/encoder.pt",
+    for name in ("recipe.yaml", "metrics.jsonl", "checkpoints/last.pt", "checkpoints/encoder.safetensors",
                  "loss_curve.png", "reconstruction.png", "probe.json"):
         assert (ct_tiny_run / name).is_file(), name
     probe = json.loads((ct_tiny_run / "probe.json").read_text())

@@ -29,7 +29,7 @@ def test_demo_trains_end_to_end_through_the_cli(tmp_path, capsys):
                  "data.files=[freesolv.csv]", f"data.cache_dir={tmp_path / 'cache'}", "probe.knn_k=5",
                  "viz.num_samples=4", "--out", str(out)])
     assert code == 0
-    for name in ("recipe.yaml", "metrics.jsonl", "checkpoints/last.pt", "checkpoints/encoder.pt",
+    for name in ("recipe.yaml", "metrics.jsonl", "checkpoints/last.pt", "checkpoints/encoder.safetensors",
                  "loss_curve.png", "reconstruction.png", "probe.json"):
         assert (out / name).is_file(), name
     records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
