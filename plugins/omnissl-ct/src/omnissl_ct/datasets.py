@@ -16,13 +16,14 @@ import shutil
 import uuid
 import warnings
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Annotated, Any, Sequence
 
 import numpy as np
 from monai.data import PersistentDataset
 
 from omnissl import skip_or_raise
 from omnissl.errors import DataError
+from omnissl.recipe import Range
 from omnissl_ct.phantom import GENERATOR_VERSION, LESIONS, make_phantom, write_nifti
 from omnissl_ct.preprocessing import PreprocessSettings, deterministic_transforms
 from omnissl_ct.readers import Source, discover
@@ -96,8 +97,10 @@ class CTVolumes:
     """
 
     def __init__(self, root: str | None = None, list_file: str | None = None, intensity: str = "ct",
-                 spacing: list[float] | None = (1.5, 1.5, 1.5), hu_window: list[float] = (-1000.0, 1000.0),
-                 foreground_hu: float = -500.0, cache_dir: str = DEFAULT_CACHE, strict: bool = False):
+                 spacing: Annotated[list[float] | None, Range(gt=0)] = (1.5, 1.5, 1.5),
+                 hu_window: Annotated[list[float], Range(ascending=True)] = (-1000.0, 1000.0),
+                 foreground_hu: Annotated[float, Range()] = -500.0, cache_dir: str = DEFAULT_CACHE,
+                 strict: bool = False):
         settings = PreprocessSettings(intensity, spacing, hu_window, foreground_hu)
         sources = discover(root, list_file)
         where = root if root is not None else list_file
@@ -148,8 +151,10 @@ class CTPhantoms:
         cache_dir: where phantoms and preprocessed volumes are stored.
     """
 
-    def __init__(self, n: int = 200, shape: list[int] = (48, 48, 48), spacing: list[float] = (2.0, 2.0, 2.0),
-                 seed: int = 0, real_volumes: bool = True, hu_window: list[float] = (-1000.0, 1000.0),
+    def __init__(self, n: Annotated[int, Range(ge=1)] = 200, shape: Annotated[list[int], Range(ge=1)] = (48, 48, 48),
+                 spacing: Annotated[list[float], Range(gt=0)] = (2.0, 2.0, 2.0), seed: Annotated[int, Range(ge=0)] = 0,
+                 real_volumes: bool = True,
+                 hu_window: Annotated[list[float], Range(ascending=True)] = (-1000.0, 1000.0),
                  cache_dir: str = DEFAULT_CACHE):
         size = f"{'x'.join(map(str, shape))}-{'x'.join(map(str, spacing))}"
         folder = Path(cache_dir).expanduser() / f"phantoms-v{GENERATOR_VERSION}-n{n}-s{seed}-{size}"

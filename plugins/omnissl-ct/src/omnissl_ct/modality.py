@@ -11,7 +11,7 @@ grid patchifier; coordinates are grid indices and the voxel spacing stays in ``m
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import numpy as np
 import torch
@@ -20,6 +20,7 @@ from torch import Tensor
 
 from omnissl import Modality, TokenBatch, Tokens, TokenSpec
 from omnissl.errors import RecipeError
+from omnissl.recipe import Range
 from omnissl.tokenizers import GridPatchifier
 
 from omnissl_ct.viz import draw_three_planes
@@ -41,8 +42,10 @@ class CTModality(Modality):
 
     name = "ct"
 
-    def __init__(self, crop_size: int = 96, patch_size: int = 16, flip_prob: float = 0.5,
-                 rotate_prob: float = 0.5, baseline_pool: int = 2):
+    def __init__(self, crop_size: Annotated[int, Range(ge=1)] = 96, patch_size: Annotated[int, Range(ge=1)] = 16,
+                 flip_prob: Annotated[float, Range(ge=0, le=1)] = 0.5,
+                 rotate_prob: Annotated[float, Range(ge=0, le=1)] = 0.5,
+                 baseline_pool: Annotated[int, Range(ge=1)] = 2):
         if crop_size % patch_size:
             raise RecipeError(f"modality.crop_size ({crop_size}) must be a multiple of "
                               f"modality.patch_size ({patch_size})")

@@ -8,12 +8,13 @@ import os
 import warnings
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import numpy as np
 
 from omnissl import skip_or_raise
 from omnissl.errors import DataError
+from omnissl.recipe import Range
 
 EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
 
@@ -303,7 +304,8 @@ class SkimageTiles:
 
     DEFAULT = ("astronaut", "camera", "coffee", "chelsea", "rocket", "immunohistochemistry", "moon", "page")
 
-    def __init__(self, names: list[str] | None = None, tile: int = 64, stride: int = 32):
+    def __init__(self, names: list[str] | None = None, tile: Annotated[int, Range(ge=1)] = 64,
+                 stride: Annotated[int, Range(ge=1)] = 32):
         from skimage import data
 
         if isinstance(names, str) or (names is not None and not all(isinstance(n, str) for n in names)):

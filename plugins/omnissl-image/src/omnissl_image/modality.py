@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Annotated, Any, Sequence
 
 import numpy as np
 import torch
@@ -13,6 +13,7 @@ from torch import Tensor
 
 from omnissl import Modality, Tokens, TokenBatch, TokenSpec
 from omnissl.errors import RecipeError
+from omnissl.recipe import Range
 from omnissl.tokenizers import GridPatchifier
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -64,9 +65,12 @@ class ImageModality(Modality):
 
     name = "image"
 
-    def __init__(self, image_size: int = 224, patch_size: int = 16, channels: int = 3,
-                 crop_scale: list[float] | None = (0.2, 1.0), crop_ratio: list[float] = (3 / 4, 4 / 3),
-                 hflip: bool = True, mean: list[float] | None = None, std: list[float] | None = None):
+    def __init__(self, image_size: Annotated[int, Range(ge=1)] = 224, patch_size: Annotated[int, Range(ge=1)] = 16,
+                 channels: Annotated[int, Range(ge=1, le=3)] = 3,
+                 crop_scale: Annotated[list[float] | None, Range(gt=0, le=1, ascending=True)] = (0.2, 1.0),
+                 crop_ratio: Annotated[list[float], Range(gt=0, ascending=True)] = (3 / 4, 4 / 3),
+                 hflip: bool = True, mean: Annotated[list[float] | None, Range(ge=0, le=1)] = None,
+                 std: Annotated[list[float] | None, Range(gt=0)] = None):
         if image_size % patch_size:
             raise RecipeError(f"modality.image_size ({image_size}) must be a multiple of "
                               f"modality.patch_size ({patch_size})")

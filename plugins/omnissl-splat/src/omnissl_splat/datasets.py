@@ -12,12 +12,13 @@ import os
 import shutil
 import warnings
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import numpy as np
 
 from omnissl import skip_or_raise
 from omnissl.errors import DataError
+from omnissl.recipe import Range
 from omnissl_splat.generate import SHAPES, generate_shapes
 from omnissl_splat.ply import SplatFormatError, read_splat_ply
 
@@ -67,7 +68,7 @@ class SplatFolder:
         cache_dir: where parsed objects are cached (default: :func:`default_cache_dir`).
     """
 
-    def __init__(self, root: str, min_points: int = 0, too_few: Literal["pad", "skip"] = "pad",
+    def __init__(self, root: str, min_points: Annotated[int, Range(ge=0)] = 0, too_few: Literal["pad", "skip"] = "pad",
                  strict: bool = False, cache_dir: str | None = None):
         self.root = Path(root).expanduser()
         if not self.root.is_dir():
@@ -143,7 +144,8 @@ class GeneratedShapes(SplatFolder):
         cache_dir: as :class:`SplatFolder`.
     """
 
-    def __init__(self, per_class: int = 40, num_gaussians: int = 2048, seed: int = 0, min_points: int = 0,
+    def __init__(self, per_class: Annotated[int, Range(ge=1)] = 40, num_gaussians: Annotated[int, Range(ge=1)] = 2048,
+                 seed: Annotated[int, Range(ge=0)] = 0, min_points: Annotated[int, Range(ge=0)] = 0,
                  too_few: Literal["pad", "skip"] = "pad", cache_dir: str | None = None):
         if per_class < 1 or num_gaussians < 1:
             raise DataError(f"data.per_class and data.num_gaussians must be positive, got {per_class}, "

@@ -11,7 +11,7 @@ encoder sees one token per group: its members' 14 attributes flattened, at the c
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import numpy as np
 import torch
@@ -19,6 +19,7 @@ from torch import Tensor, nn
 
 from omnissl import CoordGroup, Modality, TargetStream, TokenBatch, Tokens, TokenSpec
 from omnissl.errors import RecipeError
+from omnissl.recipe import Range
 from omnissl.tokens import gather_rows
 from omnissl_splat.embedding import MiniPointNet
 from omnissl_splat.grouping import gather_groups, group_points
@@ -56,11 +57,14 @@ class SplatModality(Modality):
 
     name = "splat"
 
-    def __init__(self, num_points: int = 1024, num_groups: int = 64, group_size: int = 32,
+    def __init__(self, num_points: Annotated[int, Range(ge=1)] = 1024, num_groups: Annotated[int, Range(ge=1)] = 64,
+                 group_size: Annotated[int, Range(ge=1)] = 32,
                  group_by: list[str] = ("xyz",), pooling: Literal["max", "splat"] = "max",
-                 embed_hidden: int = 128, loss_weights: dict[str, float] | None = None,
+                 embed_hidden: Annotated[int, Range(ge=1)] = 128,
+                 loss_weights: Annotated[dict[str, float] | None, Range(ge=0)] = None,
                  attribute_targets: Literal["centred", "raw"] = "centred",
-                 augment_scale: list[float] | None = (0.8, 1.25), augment_shift: float = 0.1):
+                 augment_scale: Annotated[list[float] | None, Range(gt=0, ascending=True)] = (0.8, 1.25),
+                 augment_shift: Annotated[float, Range(ge=0)] = 0.1):
         if min(num_points, num_groups, group_size) < 1:
             raise RecipeError("modality.num_points, num_groups and group_size must be positive")
         if num_groups > num_points:
