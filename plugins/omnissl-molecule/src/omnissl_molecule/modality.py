@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import numpy as np
 import torch
@@ -12,6 +12,7 @@ from torch import Tensor
 
 from omnissl import CoordGroup, Modality, TargetStream, TokenBatch, Tokens, TokenSpec
 from omnissl.errors import RecipeError
+from omnissl.recipe import Range
 from omnissl_molecule.features import ATOM_KIND_COLUMNS, ATOM_VALUE_DIM, ELEMENTS, MoleculeArrays
 from omnissl_molecule.relations import RelationChannels
 
@@ -56,8 +57,10 @@ class MoleculeModality(Modality):
 
     name = "molecule"
 
-    def __init__(self, max_path: int = 6, distance_kernels: int = 16, cutoff: float = 8.0,
-                 coord_scale: float = 4.0, rotate: bool = True, element_weight: float = 1.0):
+    def __init__(self, max_path: Annotated[int, Range(ge=1)] = 6, distance_kernels: Annotated[int, Range(ge=1)] = 16,
+                 cutoff: Annotated[float, Range(gt=0)] = 8.0,
+                 coord_scale: Annotated[float, Range(gt=0)] = 4.0, rotate: bool = True,
+                 element_weight: Annotated[float, Range(ge=0)] = 1.0):
         if max_path < 1 or distance_kernels < 1 or cutoff <= 0 or coord_scale <= 0:
             raise RecipeError("modality: max_path and distance_kernels must be >= 1, cutoff and coord_scale > 0")
         self.relations = RelationChannels(max_path, distance_kernels, cutoff)

@@ -16,7 +16,7 @@ atom (hidden ones as mask tokens at their noisy positions) with the noisy relati
 from __future__ import annotations
 
 from dataclasses import replace
-from typing import Literal
+from typing import Annotated, Literal
 
 import torch
 import torch.nn.functional as F
@@ -26,6 +26,7 @@ from omnissl.errors import RecipeError
 from omnissl.maskers.base import Mask
 from omnissl.modality import Modality
 from omnissl.objectives import MAE, ObjectiveOutput
+from omnissl.recipe import Range
 from omnissl.tokens import TokenBatch, gather_rows
 from omnissl_molecule.relations import RelationChannels
 
@@ -69,10 +70,14 @@ class MoleculeDenoisingMAE(MAE):
             showed their 3-D relation.
     """
 
-    def __init__(self, encoder: nn.Module, modality: Modality, decoder_dim: int = 256, decoder_depth: int = 4,
-                 decoder_heads: int = 8, mlp_ratio: float = 4.0, coord_noise: float = 1.0,
-                 coord_weight: float = 1.0, distance_weight: float = 1.0,
-                 relations: Literal["both", "blend"] = "both", p_three_d: float = 0.5, path_weight: float = 1.0):
+    def __init__(self, encoder: nn.Module, modality: Modality, decoder_dim: Annotated[int, Range(ge=1)] = 256,
+                 decoder_depth: Annotated[int, Range(ge=1)] = 4,
+                 decoder_heads: Annotated[int, Range(ge=1)] = 8, mlp_ratio: Annotated[float, Range(gt=0)] = 4.0,
+                 coord_noise: Annotated[float, Range(ge=0)] = 1.0,
+                 coord_weight: Annotated[float, Range(ge=0)] = 1.0,
+                 distance_weight: Annotated[float, Range(ge=0)] = 1.0,
+                 relations: Literal["both", "blend"] = "both", p_three_d: Annotated[float, Range(ge=0, le=1)] = 0.5,
+                 path_weight: Annotated[float, Range(ge=0)] = 1.0):
         relation_channels = getattr(modality, "relations", None)
         if not isinstance(relation_channels, RelationChannels):
             raise RecipeError(f"objective molecule_denoising needs the molecule modality, not {modality.name!r}")
