@@ -127,7 +127,8 @@ def test_non_finite_gradient_is_not_applied_nor_saved_and_the_message_points_at_
                  plugins="nan_grad", plugin_dir=tmp_path / "plugins")
     assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
     assert "gradient norm became nan" in result.stderr and "at step 5" in result.stderr
-    assert "(step 4) is the last good state" in result.stderr
+    assert f"the last good state is {out / 'checkpoints' / 'last.pt'} (step 4): continue from it with --resume " \
+        "--allow-recipe-change" in result.stderr
     state = load_checkpoint(out / "checkpoints" / "last.pt")  # finite, verified
     assert state["step"] == 4
     # ... and the run goes on from it once the cause is gone, as the message says.
@@ -141,7 +142,7 @@ def test_a_failure_before_the_first_checkpoint_says_there_is_none(tmp_path):
     (tmp_path / "plugins" / "nan_grad.py").write_text(textwrap.dedent(NAN_GRAD))
     result = cli(tmp_path / "run", "objective.name=nan_grad_after_four", "train.steps=10", "train.ckpt_every=8",
                  plugins="nan_grad", plugin_dir=tmp_path / "plugins")
-    assert result.returncode == 2 and "No checkpoint was written yet" in result.stderr
+    assert result.returncode == 2 and "no checkpoint was written yet: start again with --overwrite" in result.stderr
     assert not (tmp_path / "run" / "checkpoints" / "last.pt").exists()
 
 

@@ -39,7 +39,8 @@ def test_overrides_apply_and_parse_yaml(tmp_path):
 
 
 @pytest.mark.parametrize("override,pattern", [
-    ("train.stesp=3", r"toy.yaml, command-line override 'train.stesp=3': unknown key train.stesp. Did you mean 'steps'\?"),
+    ("train.stesp=3",
+     r"toy.yaml, command-line override 'train.stesp=3': unknown key train.stesp. Did you mean 'steps'\?"),
     ("trian.steps=3", r"unknown section 'trian'. Did you mean 'train'\?"),
     ("masker.ratoi=0.5", r"'random' \(masker\) has no option 'ratoi'. Did you mean 'ratio'\?"),
     ("train.steps=many", r"train.steps must be int, got 'many'"),

@@ -37,8 +37,8 @@ def test_run_folder_layout_loss_falls_and_probes(tmp_path):
     out = tmp_path / "run"
     result = train(out, "train.steps=60", "train.val_every=30", "train.ckpt_every=30", "probe.max_samples=400")
     assert result.returncode == 0, result.stderr
-    for name in ("recipe.yaml", "metrics.jsonl", "checkpoints/last.pt", "checkpoints/encoder.safetensors", "loss_curve.png",
-                 "reconstruction.png", "probe.json"):
+    for name in ("recipe.yaml", "metrics.jsonl", "checkpoints/last.pt", "checkpoints/encoder.safetensors",
+                 "loss_curve.png", "reconstruction.png", "probe.json"):
         assert (out / name).is_file(), name
     rows = records(out)
     assert [r["step"] for r in rows] == list(range(1, 61))

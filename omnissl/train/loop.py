@@ -153,7 +153,7 @@ def train(recipe: Recipe, registry: Registry, out_dir: Path, resume: bool = Fals
                                     "optimizer": optimizer.state_dict(), "log_window": window.state_dict()},
                                    ckpt_dir / LAST)
         except TrainingError as exc:
-            raise TrainingError(f"at step {step}: {exc}. {_last_good(ckpt_dir, saved_step)}") from None
+            raise TrainingError(f"at step {step}: {exc}; {_last_good(ckpt_dir, saved_step)}") from None
         saved_step = step
         hooks.omnissl_checkpoint(run=run, step=step, path=path)
 
@@ -207,9 +207,9 @@ def train(recipe: Recipe, registry: Registry, out_dir: Path, resume: bool = Fals
             what = f"the loss became {loss_value}" if not math.isfinite(loss_value) else \
                 f"the gradient norm became {norm_value} (loss {loss_value:.4g})"
             raise TrainingError(
-                f"{what} at step {step + 1}; that step was not applied and nothing was saved. "
-                f"{_last_good(ckpt_dir, saved_step)} Lower optim.lr / optim.base_lr, raise optim.warmup_steps, "
-                f"set train.clip_grad, or set train.precision=fp32.")
+                f"{what} at step {step + 1}; that step was not applied and nothing was saved. Lower optim.lr "
+                f"(or optim.base_lr), raise optim.warmup_steps, lower train.clip_grad or set "
+                f"train.precision=fp32; {_last_good(ckpt_dir, saved_step)}")
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         window.losses.append(loss_value)
@@ -258,9 +258,9 @@ def train(recipe: Recipe, registry: Registry, out_dir: Path, resume: bool = Fals
 def _last_good(ckpt_dir: Path, saved_step: int | None) -> str:
     """Where the run can go on from, for error messages."""
     if saved_step is None:
-        return ("No checkpoint was written yet: after changing the recipe, start again with --overwrite.")
-    return (f"{ckpt_dir / LAST} (step {saved_step}) is the last good state: after changing the recipe, continue "
-            f"with --resume --allow-recipe-change.")
+        return "no checkpoint was written yet: start again with --overwrite"
+    return (f"the last good state is {ckpt_dir / LAST} (step {saved_step}): continue from it with --resume "
+            f"--allow-recipe-change")
 
 
 def _tensorboard(out_dir: Path) -> Any:

@@ -30,8 +30,8 @@ def test_eeg_demo_trains_through_the_cli(tmp_path: Path, eeg_raw):
                  "train.batch_size=32", "encoder.depth=2", "optim.warmup_steps=5", "modality.target=both",
                  "--out", str(out)])
     assert code == 0
-    for name in ("recipe.yaml", "metrics.jsonl", "checkpoints/last.pt", "checkpoints/encoder.safetensors", "loss_curve.png",
-                 "reconstruction.png", "probe.json"):
+    for name in ("recipe.yaml", "metrics.jsonl", "checkpoints/last.pt", "checkpoints/encoder.safetensors",
+                 "loss_curve.png", "reconstruction.png", "probe.json"):
         assert (out / name).is_file(), name
     records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     losses = [r["loss"] for r in records if "loss" in r]

@@ -38,8 +38,8 @@ def test_tiny_demo_run_writes_the_run_folder(tmp_path: Path, monkeypatch: pytest
     main(["train", "splat/mae-demo", "data.per_class=6", "data.num_gaussians=96", "data.min_points=64", *TINY,
           "train.steps=4", "train.log_every=2", "train.val_every=4", "train.ckpt_every=4", "probe.knn_k=3",
           "viz.num_samples=3", "--out", str(out)])
-    for name in ("recipe.yaml", "metrics.jsonl", "checkpoints/last.pt", "checkpoints/encoder.safetensors", "loss_curve.png",
-                 "reconstruction.png", "probe.json"):
+    for name in ("recipe.yaml", "metrics.jsonl", "checkpoints/last.pt", "checkpoints/encoder.safetensors",
+                 "loss_curve.png", "reconstruction.png", "probe.json"):
         assert (out / name).is_file(), name
     records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert records[-1]["step"] == 4 and np.isfinite(records[-1]["val_loss"])
