@@ -15,6 +15,7 @@ EXAMPLES = """\
 examples:
   omnissl plugins                               what is installed and what each plugin registers
   omnissl recipes                               every recipe of every installed plugin
+  omnissl datasets eeg_folder                   a data set's options: type, default, meaning
   omnissl recipes show image/mae-digits         print a recipe
   omnissl recipes cp image/mae-vit-base my.yaml fork a recipe to edit it
   omnissl train image/mae-digits --out runs/digits
@@ -50,6 +51,10 @@ def _parser() -> argparse.ArgumentParser:
 
     sub.add_parser("plugins", help="installed plugins, their versions and what they register")
 
+    datasets = sub.add_parser("datasets", help="installed data sets, or one data set's options")
+    datasets.add_argument("name", nargs="?", help="a data set name (data.name in a recipe)")
+    datasets.add_argument("--markdown", action="store_true", help="as the markdown tables of the plugins' READMEs")
+
     probe = sub.add_parser("probe", help="probe the encoder of a run folder")
     probe.add_argument("run_dir", type=Path)
 
@@ -71,6 +76,25 @@ def _cmd_plugins() -> None:
         if info.recipe_dirs:
             count = sum(len(list(Path(d).glob('*/*.yaml'))) for d in info.recipe_dirs)
             print(f"  {'recipes':<11} {count} in {', '.join(str(d) for d in info.recipe_dirs)}")
+
+
+def _cmd_datasets(name: str | None, markdown: bool) -> None:
+    from omnissl.docs import dataset_markdown, dataset_text, summary_line
+    from omnissl.plugins import get_registry
+
+    registry = get_registry()
+    names = [name] if name else registry.names("datasets")
+    if name:
+        registry.get("datasets", name)  # an unknown name: the registry's error, with the closest name
+    if markdown:
+        print(dataset_markdown(registry, names))
+    elif name:
+        print(dataset_text(registry, name))
+    else:
+        width = max(len(n) for n in names)
+        for n in names:
+            print(f"{n:<{width}}  {summary_line(registry.get('datasets', n))}")
+        print("\nomnissl datasets NAME shows a data set's options (type, default, meaning).")
 
 
 def _cmd_recipes(action: str, args: list[str]) -> None:
@@ -117,9 +141,12 @@ def _cmd_train(args: argparse.Namespace) -> None:
         raise OmnisslError("--allow-recipe-change applies to --resume only")
     train(recipe, registry, out, resume=args.resume, overwrite=args.overwrite,
           allow_recipe_change=args.allow_recipe_change)
-    print(f"\nrun folder: {out}  (metrics.jsonl, checkpoints/, loss_curve.png, reconstruction.png)")
+    written = [name for name in ("data.json", "metrics.jsonl", "checkpoints/", "loss_curve.png",
+                                 "reconstruction.png") if (out / name.rstrip("/")).exists()]
+    print(f"\nrun folder: {out}  ({', '.join(written)})")
     if recipe.probe.enabled and not args.no_probe:
-        report = probe_run(out, registry)
+        # Training succeeded: a probe that cannot run (no labels) is a note, not a failure.
+        report = probe_run(out, registry, unlabelled="skip")
         print(format_table(report))
         print(f"probe results: {out / 'probe.json'}")
 
@@ -149,6 +176,8 @@ def main(argv: list[str] | None = None) -> int:
             _cmd_recipes(args.action, args.args)
         elif args.command == "plugins":
             _cmd_plugins()
+        elif args.command == "datasets":
+            _cmd_datasets(args.name, args.markdown)
         elif args.command == "probe":
             _cmd_probe(args.run_dir)
         elif args.command == "export":

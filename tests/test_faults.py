@@ -317,7 +317,7 @@ def test_a_folder_with_a_run_needs_resume_or_overwrite(tmp_path, crash_at):
         run(out, "train.steps=4", "train.ckpt_every=2")  # stopped before its first checkpoint
     before = folder_digest(out)
     with pytest.raises(OmnisslError, match=r"already holds a run \(recipe.yaml, recipe_history.yaml, "
-                                           r"metrics.jsonl.*add --resume .*--overwrite"):
+                                           r"data.json, metrics.jsonl.*add --resume .*--overwrite"):
         run(out, "train.steps=4")
     with pytest.raises(OmnisslError, match=r"cannot --resume .*no checkpoint .*--overwrite"):
         run(out, "train.steps=4", resume=True)

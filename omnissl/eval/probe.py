@@ -53,11 +53,13 @@ def baseline(tokens: TokenDataset, indices: np.ndarray) -> np.ndarray | None:
     return np.stack(rows)
 
 
-def task_of(dataset: Any, labels: np.ndarray) -> str:
-    task = getattr(dataset, "task", None)
+def task_of(dataset: Any, labels: np.ndarray, declared: str | None = None) -> str:
+    """``declared`` (or the data set's ``task``) when given, else guessed from the labelled values."""
+    task = declared or getattr(dataset, "task", None)
     if task in ("classification", "regression"):
         return task
-    return "classification" if np.allclose(labels, np.round(labels)) and len(np.unique(labels)) <= 100 else "regression"
+    known = labels[np.isfinite(labels)]
+    return "classification" if np.allclose(known, np.round(known)) and len(np.unique(known)) <= 100 else "regression"
 
 
 def score_features(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray, test_y: np.ndarray,
@@ -91,17 +93,43 @@ def score_features(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray,
 def run_probes(pretrained: torch.nn.Module, random_init: torch.nn.Module, tokens: TokenDataset,
                train_idx: np.ndarray, test_idx: np.ndarray, config: ProbeConfig, device: torch.device,
                out_path: Path | None = None) -> dict[str, Any]:
-    """Probe both encoders and the baseline; write ``probe.json`` when ``out_path`` is given."""
+    """Probe both encoders and the baseline; write ``probe.json`` when ``out_path`` is given.
+
+    The report is about the data set's ``labels``; a data set with several named ``targets``
+    (a dict of per-sample arrays) gets one more report per target under ``"targets"``.
+    """
     if tokens.labels is None:
         raise DataError("this data set has no labels, so it cannot be probed; use a labelled data set "
                         "(image folders with class sub-folders, or a set with a label column)")
-    labels = tokens.labels.astype(np.float64)
+    report = _probe_labels(pretrained, random_init, tokens, tokens.labels, train_idx, test_idx, config, device,
+                           task_of(tokens.dataset, tokens.labels.astype(np.float64)))
+    targets = getattr(tokens.dataset, "targets", None)
+    if isinstance(targets, dict) and len(targets) > 1:
+        report["targets"] = {}
+        for name, values in targets.items():
+            try:
+                values = np.asarray(values, dtype=np.float64)
+                declared = (getattr(tokens.dataset, "target_tasks", None) or {}).get(name)
+                report["targets"][str(name)] = _probe_labels(pretrained, random_init, tokens, values, train_idx,
+                                                             test_idx, config, device,
+                                                             task_of(None, values, declared or "auto"))
+            except DataError as exc:  # one sparse target does not stop the others
+                report["targets"][str(name)] = {"skipped": str(exc)}
+    if out_path is not None:
+        out_path.write_text(json.dumps(report, indent=2) + "\n")
+    return report
+
+
+def _probe_labels(pretrained: torch.nn.Module, random_init: torch.nn.Module, tokens: TokenDataset,
+                  values: np.ndarray, train_idx: np.ndarray, test_idx: np.ndarray, config: ProbeConfig,
+                  device: torch.device, task: str) -> dict[str, Any]:
+    labels = values.astype(np.float64)
     keep_train = train_idx[~np.isnan(labels[train_idx])][: config.max_samples]
     keep_test = test_idx[~np.isnan(labels[test_idx])][: config.max_samples]
     if len(keep_train) < 2 or len(keep_test) < 1:
         raise DataError(f"too few labelled samples to probe ({len(keep_train)} train, {len(keep_test)} test)")
-    task = task_of(tokens.dataset, labels)
-    metric = config.metric if config.metric != "auto" else ("accuracy" if task == "classification" else "r2")
+    fits = {"classification": ("accuracy", "balanced_accuracy"), "regression": ("r2", "rmse")}[task]
+    metric = config.metric if config.metric in fits else fits[0]  # "auto", or another target's kind
     y_train, y_test = labels[keep_train], labels[keep_test]
     report: dict[str, Any] = {}
     for name, encoder in (("pretrained", pretrained), ("random", random_init)):
@@ -115,13 +143,13 @@ def run_probes(pretrained: torch.nn.Module, random_init: torch.nn.Module, tokens
     report["metric"] = metric
     report["task"] = task
     report["num_train"], report["num_test"] = int(len(keep_train)), int(len(keep_test))
-    if out_path is not None:
-        out_path.write_text(json.dumps(report, indent=2) + "\n")
     return report
 
 
 def format_table(report: dict[str, Any]) -> str:
     """The probe report as a small text table."""
+    if "skipped" in report:
+        return f"probes skipped: {report['skipped']}"
     columns = [c for c in ("pretrained", "random", "baseline") if c in report]
     probes = [p for p in report[columns[0]]]
     metric = report["metric"]
@@ -131,4 +159,7 @@ def format_table(report: dict[str, Any]) -> str:
         label = probe if probe.endswith("rmse") else f"{probe} ({metric})"
         lines.append(f"{label:<{width}}" + "".join(f"{report[c].get(probe, float('nan')):>12.4f}" for c in columns))
     lines.append(f"({report['num_train']} train / {report['num_test']} held-out samples)")
+    for name, sub in report.get("targets", {}).items():
+        lines.append(f"\ntarget {name}:")
+        lines.append(format_table(sub))
     return "\n".join(lines)

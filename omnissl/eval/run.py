@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -100,9 +101,18 @@ def probe_setup(run_dir: Path, registry: Registry) -> ProbeSetup:
     return ProbeSetup(recipe, pretrained, random_init, TokenDataset(dataset, modality), train_idx, test_idx, state)
 
 
-def probe_run(run_dir: Path, registry: Registry) -> dict[str, Any]:
-    """Run the probes of ``run_dir`` (written by ``omnissl train``) and write ``run_dir/probe.json``."""
+def probe_run(run_dir: Path, registry: Registry, unlabelled: Literal["error", "skip"] = "error") -> dict[str, Any]:
+    """Run the probes of ``run_dir`` (written by ``omnissl train``) and write ``run_dir/probe.json``.
+
+    ``unlabelled="skip"`` (after training): a data set without labels writes a ``probe.json`` that
+    says why the probes were skipped, instead of raising.
+    """
     setup = probe_setup(run_dir, registry)
+    if setup.tokens.labels is None and unlabelled == "skip":
+        report = {"skipped": "the data set has no labels, so there is nothing to probe; probe another, labelled "
+                             "data set of this modality, or set probe.enabled=false"}
+        (run_dir / "probe.json").write_text(json.dumps(report, indent=2) + "\n")
+        return report
     device = pick_device(setup.recipe.train.device)
     return run_probes(setup.pretrained.to(device), setup.random_init.to(device), setup.tokens, setup.train_idx,
                       setup.test_idx, setup.recipe.probe, device, run_dir / "probe.json")

@@ -28,7 +28,8 @@ from omnissl.train.checkpoint import ENCODER, LAST, load_checkpoint, save_checkp
 from omnissl.train.data import (SeededBatchSampler, TokenDataset, fixed_batches, make_loader, split_indices,
                                 step_generator, validate_tokens)
 from omnissl.train.optim import lr_at, make_optimizer, peak_lr
-from omnissl.train.runfolder import (METRICS, MetricsLog, check_resume_recipe, check_start, load_training_state,
+from omnissl.train.summary import data_summary, format_summary, write_summary
+from omnissl.train.runfolder import (DATA_SUMMARY, METRICS, MetricsLog, check_resume_recipe, check_start, load_training_state,
                                      remove_run, write_recipe)
 
 
@@ -134,6 +135,9 @@ def train(recipe: Recipe, registry: Registry, out_dir: Path, resume: bool = Fals
         remove_run(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     write_recipe(out_dir, recipe, registry, start, changes)
+    summary = data_summary(parts.dataset, recipe.raw["data"]["name"], train_idx, val_idx)
+    write_summary(summary, out_dir / DATA_SUMMARY)
+    print(format_summary(summary), file=sys.stderr, flush=True)
     log = MetricsLog(out_dir / METRICS, keep_until=start if resume else None)
     run = RunInfo(out_dir, recipe.raw, start, t.steps, parts.dataset)
     hooks = registry.manager.hook
@@ -248,9 +252,9 @@ def train(recipe: Recipe, registry: Registry, out_dir: Path, resume: bool = Fals
 
     from omnissl.viz import plot_loss_curve, plot_reconstructions
     plot_loss_curve(out_dir / METRICS, out_dir / "loss_curve.png")
-    if recipe.viz.enabled and len(val_idx):
-        plot_reconstructions(objective, modality, masker, tokens, val_idx, recipe, device,
-                             out_dir / "reconstruction.png")
+    if recipe.viz.enabled:  # held-out samples, or training samples when nothing is held out
+        plot_reconstructions(objective, modality, masker, tokens, val_idx if len(val_idx) else train_idx, recipe,
+                             device, out_dir / "reconstruction.png")
     hooks.omnissl_train_end(run=run, metrics=last)
     return last
 

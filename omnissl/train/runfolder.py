@@ -28,10 +28,11 @@ from omnissl.recipe import (COMPONENTS, CORE_DEFAULTS, INJECTED, SECTIONS, Recip
                             validate)
 
 METRICS = "metrics.jsonl"
+DATA_SUMMARY = "data.json"
 RECIPE = "recipe.yaml"
 HISTORY = "recipe_history.yaml"
 # What `omnissl train` writes into a run folder (and --overwrite removes); nothing else is touched.
-RUN_FILES = (RECIPE, HISTORY, METRICS, "checkpoints", "tensorboard", "loss_curve.png", "reconstruction.png",
+RUN_FILES = (RECIPE, HISTORY, DATA_SUMMARY, METRICS, "checkpoints", "tensorboard", "loss_curve.png", "reconstruction.png",
              "probe.json")
 # Keys a resume may change without altering the weights: logging, validation, checkpoints,
 # probes, plots, data-loading workers (the data do not depend on them) and the device.

@@ -1,0 +1,101 @@
+"""What a run says about its data before training (data.json), and what happens without labels."""
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+
+TINY = ["encoder.dim=32", "encoder.depth=1", "encoder.heads=2", "objective.decoder_dim=32",
+        "objective.decoder_depth=1", "objective.decoder_heads=2", "train.batch_size=32", "optim.warmup_steps=1",
+        "train.log_every=1", "viz.num_samples=4", "probe.max_samples=300"]
+
+PLUGIN = """
+    import numpy as np
+
+    from omnissl import hookimpl
+    from omnissl_image.datasets import DigitsDataset
+
+
+    class UnlabelledDigits(DigitsDataset):
+        \"\"\"The digits without their labels.\"\"\"
+
+        def __init__(self):
+            super().__init__()
+            self.labels = None
+
+
+    class DigitsWithTargets(DigitsDataset):
+        \"\"\"The digits with three named targets, grouped in writers of 100 samples.\"\"\"
+
+        sample_kind = "image"
+        group_kind = "writer"
+
+        def __init__(self):
+            super().__init__()
+            self.targets = {"digit": self.labels, "odd": self.labels % 2,
+                            "ink": self.images.reshape(len(self.images), -1).mean(1).astype(np.float64)}
+            self.target_tasks = {"ink": "regression"}
+            self.groups = np.array([f"w{i // 100}" for i in range(len(self.images))])
+            self.skipped = [("a.png", "truncated: cut at 10 bytes"), ("b.png", "truncated: empty"),
+                            ("c.png", "not finite (NaN pixels)")]
+
+        def summary(self):
+            return {"files": 1797, "duplicates": 0}
+
+
+    @hookimpl
+    def omnissl_datasets():
+        return {"unlabelled_digits": UnlabelledDigits, "digits_with_targets": DigitsWithTargets}
+"""
+
+
+def train(tmp_path: Path, out: Path, *overrides: str) -> subprocess.CompletedProcess:
+    (tmp_path / "plugins").mkdir(exist_ok=True)
+    (tmp_path / "plugins" / "summary_sets.py").write_text(textwrap.dedent(PLUGIN))
+    env = dict(os.environ, OMNISSL_PLUGINS="summary_sets",
+               PYTHONPATH=f"{tmp_path / 'plugins'}{os.pathsep}{os.environ.get('PYTHONPATH', '')}")
+    command = [sys.executable, "-m", "omnissl", "train", "image/mae-digits", *TINY, *overrides, "--out", str(out)]
+    return subprocess.run(command, capture_output=True, text=True, env=env, timeout=600)
+
+
+def test_a_run_on_unlabelled_data_exits_0_and_says_why_the_probes_were_skipped(tmp_path):
+    out = tmp_path / "run"
+    result = train(tmp_path, out, "data.name=unlabelled_digits", "train.steps=2", "data.val_fraction=0")
+    assert result.returncode == 0, result.stderr
+    assert "labels: none (probes will be skipped)" in result.stderr
+    assert "probes skipped: the data set has no labels" in result.stdout
+    assert "no labels" in json.loads((out / "probe.json").read_text())["skipped"]
+    # with nothing held out, the reconstructions are drawn from training samples, and listed
+    assert (out / "reconstruction.png").is_file() and "reconstruction.png" in result.stdout
+    summary = json.loads((out / "data.json").read_text())
+    assert summary["labels"] is None and summary["split"]["held_out"] == 0
+
+
+def test_the_data_summary_names_samples_skips_labels_groups_split_and_each_target_is_probed(tmp_path):
+    out = tmp_path / "run"
+    result = train(tmp_path, out, "data.name=digits_with_targets", "train.steps=2")
+    assert result.returncode == 0, result.stderr
+    printed = result.stderr[:result.stderr.index("step 1/2")]  # said before the first step
+    assert "data: digits_with_targets: 1,797 images from 1,797 files" in printed
+    assert "skipped 3 (truncated: 2, not finite: 1); first: a.png" in printed
+    assert "labels: 10 classes (0 178, 1 182," in printed
+    assert "targets: digit (1,797 labelled), odd (1,797 labelled), ink (1,797 labelled)" in printed
+    assert "groups: 18 writers" in printed
+    summary = json.loads((out / "data.json").read_text())
+    assert summary["samples"] == 1797 and summary["files"] == 1797 and summary["duplicates"] == 0
+    assert summary["skipped"]["by_reason"] == {"truncated": 2, "not finite": 1}
+    assert sum(summary["labels"]["classes"].values()) == 1797
+    split = summary["split"]
+    assert split["train"] + split["held_out"] == 1797 and split["kind"] == "random over samples"
+    assert split["train_groups"] == 18 and split["groups_on_both_sides"] > 0  # a random split mixes writers
+    probe = json.loads((out / "probe.json").read_text())
+    assert set(probe["targets"]) == {"digit", "odd", "ink"}
+    assert probe["targets"]["ink"]["task"] == "regression" and probe["targets"]["ink"]["metric"] == "r2"
+    assert probe["targets"]["odd"]["task"] == "classification"
+    assert probe["targets"]["digit"]["pretrained"] == {k: probe["pretrained"][k] for k in ("linear", "knn")}
+    assert np.isfinite(probe["targets"]["ink"]["baseline"]["linear"])
+    assert "target ink:" in result.stdout
