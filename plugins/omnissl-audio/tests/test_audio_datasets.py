@@ -11,6 +11,7 @@ from typing import Callable
 
 import numpy as np
 import pytest
+import soundfile as sf
 
 import omnissl_audio.cache as cache_module
 from omnissl.errors import DataError
@@ -36,6 +37,8 @@ def test_folder_labels_come_from_class_sub_folders(tmp_path: Path, alsa_files: l
     sample = data[0]
     assert sample["features"].dtype == np.float32 and sample["features"].shape[1] == 64
     assert sample["path"].endswith("Front_Center.wav")
+    assert data.sample_kind == "clip" and data.group_kind == "file"
+    assert data.groups.tolist() == [clip.path.as_posix() for clip in data.clips] and len(set(data.groups)) == 6
     every_frame = np.concatenate([data[i]["features"] for i in range(len(data))])
     assert abs(every_frame.mean()) < 1e-2 and abs(every_frame.std() - 1) < 1e-2  # normalised by its own stats
 
@@ -57,6 +60,7 @@ def test_warm_cache_never_decodes_again(tmp_path: Path, alsa_files: list[Path], 
     monkeypatch.setattr(cache_module, "file_digest", lambda path: digested.append(path.name) or real_digest(path))
     again = AudioFolder(str(root), num_mel_bins=64, cache_dir=audio_cache)
     assert decoded == [] and again.cache.folder == first.cache.folder
+    assert again.summary()["files"] == 6 and decoded == []  # the summary reads no audio either
     assert digested == []  # unchanged files: their digests come from the stat index, no audio is read
     np.testing.assert_array_equal(again[3]["features"], first[3]["features"])
     shipped = pickle.dumps(again)  # what a "spawn" DataLoader worker receives: no frames, just the cache path
@@ -84,10 +88,45 @@ def test_manifest_with_sections_and_labels(tmp_path: Path, audio_cache: str) -> 
     data = AudioManifest(str(manifest), num_mel_bins=64, cache_dir=audio_cache)
     assert data.classes == ["speaker90", "speaker91"] and data.labels.tolist() == [0, 1, 0]
     assert [data[i]["features"].shape[0] for i in range(3)] == [98, 148, 198]  # 1 s, 1.5 s, 2 s to the end
+    assert data.groups.tolist() == [str(wav)] * 3 and data.group_kind == "file"  # sections of one file
+    assert data.summary()["files"] == 1
     bad = tmp_path / "bad.csv"
     bad.write_text("file,label\nx.wav,a\n")
-    with pytest.raises(DataError, match="'path' column"):
+    with pytest.raises(DataError, match="no column 'path' \\(data.path_column\\); its columns are 'file', 'label'"):
         AudioManifest(str(bad), cache_dir=audio_cache)
+
+
+def test_manifest_columns_are_named_by_the_recipe(tmp_path: Path, alsa_files: list[Path], audio_cache: str) -> None:
+    """A table as a study keeps it (Excel's UTF-8 with a byte-order mark): its own column names, a
+    speaker per clip, one clip whose diagnosis is not known yet."""
+    folder = tmp_path / "recordings"
+    folder.mkdir()
+    rows = []
+    for i, path in enumerate(alsa_files[:6]):
+        shutil.copy(path, folder / path.name)
+        diagnosis = "" if i == 5 else ("healthy", "dysarthria")[i % 2]
+        rows.append(f"recordings/{path.name},{diagnosis},spk{i // 2}")
+    manifest = tmp_path / "study.csv"
+    manifest.write_text("audio_file,diagnosis,speaker_id\n" + "\n".join(rows) + "\n", encoding="utf-8-sig")
+    data = AudioManifest(str(manifest), label_column="diagnosis", group_column="speaker_id", path_column="audio_file",
+                         num_mel_bins=64, cache_dir=audio_cache)
+    assert data.classes == ["dysarthria", "healthy"]
+    np.testing.assert_array_equal(data.labels, [1, 0, 1, 0, 1, np.nan])  # the unknown one is unlabelled, not dropped
+    assert data.groups.tolist() == ["spk0", "spk0", "spk1", "spk1", "spk2", "spk2"]
+    assert data.group_kind == "speaker_id" and data.sample_kind == "clip"
+    assert data.summary()["files"] == 6
+    for option, column in (("label_column", "label"), ("group_column", "speaker"), ("path_column", "path")):
+        options = {"path_column": "audio_file", option: column}
+        if option == "label_column":
+            options["label_column"] = "diagnosis "  # a stray space: no such column
+        with pytest.raises(DataError, match=rf"study.csv has no column .*\(data.{option}\); its columns are "
+                                            rf"'audio_file', 'diagnosis', 'speaker_id'"):
+            AudioManifest(str(manifest), num_mel_bins=64, cache_dir=audio_cache, **options)
+    unlabelled = AudioManifest(str(manifest), path_column="audio_file", num_mel_bins=64, cache_dir=audio_cache)
+    assert unlabelled.labels is None  # no 'label' column and none named: an unlabelled set
+    manifest.write_text("audio_file,speaker_id\nrecordings/Front_Left.wav,\n")
+    with pytest.raises(DataError, match="study.csv, line 2: the group column 'speaker_id' is empty"):
+        AudioManifest(str(manifest), path_column="audio_file", group_column="speaker_id", cache_dir=audio_cache)
 
 
 def test_broken_files_are_skipped_named_and_counted(tmp_path: Path, alsa_files: list[Path], audio_cache: str,
@@ -105,6 +144,7 @@ def test_broken_files_are_skipped_named_and_counted(tmp_path: Path, alsa_files: 
     assert "truncated.wav" in messages and "notes.flac" in messages and "click.wav" in messages
     assert "skipped 3 of 6 clips" in messages
     assert len(data) == 3 and len(data.skipped) == 3
+    assert data.summary()["files"] == 3 and len(data.groups) == 3  # the files used, not the files found
     with pytest.raises(DataError, match="click.wav: 100 samples, shorter than one 25 ms"):  # first in order
         AudioFolder(str(root), num_mel_bins=64, cache_dir=audio_cache + "-strict", strict=True)
 
@@ -118,6 +158,9 @@ def test_silent_clips_are_kept_reported_and_left_out_of_the_statistics(tmp_path:
     with pytest.warns(UserWarning, match="1 silent clip.*silence.wav"):
         data = AudioFolder(str(root), num_mel_bins=64, cache_dir=audio_cache)
     assert len(data) == 2 and len(data.silent) == 1
+    summary = data.summary()
+    assert summary["files"] == 2 and summary["silent clips (kept, not in mean/std)"] == 1
+    assert summary["audio minutes"] == pytest.approx((sf.info(alsa_files[0]).duration + 1) / 60, abs=0.05)
     speech = data[0]["features"]
     assert abs(speech.mean()) < 1e-2 and np.isfinite(data[1]["features"]).all()
 
@@ -146,6 +189,8 @@ def test_spoken_digits_are_synthesised_once_and_deterministically(tmp_path: Path
     assert sorted(first.labels.tolist()) == sorted(list(range(10)) * 2)
     np.testing.assert_array_equal(first[13]["features"], second[13]["features"])
     assert first[0]["features"].shape == (98, 64)  # 1 s clips
+    assert first.group_kind == "speaker" and sorted(set(first.groups)) == ["en-us", "en_f4"]  # voices, not files
+    assert [int((first.groups == voice).sum()) for voice in ("en-us", "en_f4")] == [10, 10]
 
 
 def test_spoken_digits_without_espeak_says_how_to_install_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -165,3 +210,10 @@ def test_pyannote_sample_gives_single_speaker_windows(audio_cache: str) -> None:
     for clip in data.clips:
         start, end = clip.start, clip.end
         assert any(a - 1e-6 <= start and end <= b + 1e-6 for a, b, _ in turns)
+    # Overlapping windows of one turn form a group: six turns hold at least one 1 s window.
+    assert data.group_kind == "turn" and len(set(data.groups)) == 6
+    named = {f"sample.wav [{a:.2f}s, {b:.2f}s)": (a, b, who) for a, b, who in turns}
+    for clip, group, label in zip(data.clips, data.groups, data.labels):
+        a, b, who = named[group]
+        assert a - 1e-6 <= clip.start and clip.end <= b + 1e-6 and data.classes[label] == who
+    assert data.summary()["files"] == 1 and data.sample_kind == "clip"

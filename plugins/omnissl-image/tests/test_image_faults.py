@@ -170,3 +170,15 @@ def test_skimage_bundled_images_exist_in_the_package_and_defaults_are_among_them
 def test_skimage_names_must_be_a_list() -> None:
     with pytest.raises(DataError, match="must be a list"):
         SkimageTiles(names="camera")
+
+
+def test_numpy_groups_stay_with_their_images_when_bad_samples_are_skipped(tmp_path: Path) -> None:
+    file = tmp_path / "set.npz"
+    images = np.random.default_rng(0).random((6, 8, 8)).astype(np.float32)
+    images[2, 0, 0] = np.nan
+    np.savez(file, pixels=images, target=np.arange(6), scan=np.array([f"scan{i}" for i in range(6)]))
+    with pytest.warns(UserWarning, match=r"set\.npz\['pixels'\] .*first: index 2"):
+        dataset = NumpyImages(str(file), images_key="pixels", labels_key="target", groups_key="scan")
+    assert dataset.labels.tolist() == [0, 1, 3, 4, 5]
+    assert dataset.groups.tolist() == [f"scan{i}" for i in (0, 1, 3, 4, 5)]
+    assert dataset.skipped[0][0] == f"{file}['pixels'][2]"

@@ -17,6 +17,7 @@ from omnissl_splat.ply import write_splat_ply
 def test_folder_labels_and_warm_cache(splat_shapes_dir: Path, tmp_path: Path) -> None:
     data = SplatFolder(str(splat_shapes_dir), cache_dir=str(tmp_path))
     assert len(data) == 18 and data.classes == sorted(SHAPES)
+    assert data.sample_kind == "object" and data.summary() == {"files": 18} and not hasattr(data, "groups")
     assert np.bincount(data.labels).tolist() == [3] * 6
     first = data[0]["splats"]
     assert first.shape[1] == 14 and isinstance(first, np.memmap)
@@ -39,6 +40,7 @@ def test_bad_files_are_skipped_with_a_warning_naming_them(splat_shapes_dir: Path
         assert name in messages
     assert "non-finite" in messages and "opacity" in messages
     assert len(data) == 18 and len(data.skipped) == 3
+    assert data.summary()["files"] == 18  # the files used, not the 21 found
 
 
 def test_short_objects_padded_or_skipped_and_counted(splat_shapes_dir: Path, tmp_path: Path) -> None:
@@ -48,6 +50,11 @@ def test_short_objects_padded_or_skipped_and_counted(splat_shapes_dir: Path, tmp
         skipped = SplatFolder(str(splat_shapes_dir), min_points=190, too_few="skip", cache_dir=str(tmp_path))
     assert 0 < len(padded.short) == len(skipped.short)
     assert len(padded) == 18 and len(skipped) == 18 - len(skipped.short)
+    assert padded.summary() == {"files": 18, "objects padded (fewer than 190 Gaussians)": len(padded.short)}
+    # Skipped objects are skipped inputs like unreadable files: listed, so the run's data summary counts them.
+    assert [(path, f"{count} Gaussians, fewer than data.min_points=190") for path, count in skipped.short] == \
+        skipped.skipped and padded.skipped == []
+    assert skipped.summary() == {"files": 18 - len(skipped.short)}
 
 
 def test_nothing_readable_is_a_data_error(tmp_path: Path) -> None:

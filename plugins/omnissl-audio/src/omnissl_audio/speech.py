@@ -62,6 +62,7 @@ def render(word: np.ndarray, length: int, snr_db: float, rng: np.random.Generato
 class SpokenDigits(AudioFolder):
     """The digits "zero" to "nine" spoken by espeak-ng, labelled 0-9 (len(voices) x len(speeds)
     x len(pitches) clips per digit), each at a random offset in ``clip_seconds`` of white noise.
+    Groups are the voices (``group_kind`` ``"speaker"``).
 
     The WAVs are written to ``<cache>/spoken_digits/<settings hash>/<digit>/`` on first use
     (espeak-ng's own 22,050 Hz, so loading resamples like a user's files would).
@@ -73,7 +74,14 @@ class SpokenDigits(AudioFolder):
         snr_db: [low, high] range of the signal-to-noise ratio drawn per clip.
         clip_seconds: clip length.
         seed: seed of offsets and noise.
-        Other arguments: as :class:`~omnissl_audio.datasets.AudioFolder`.
+        sample_rate: rate the audio is resampled to (Hz).
+        num_mel_bins: mel filters (set ``modality.num_mel_bins`` to the same).
+        frontend: ``"kaldi_fbank"`` (AudioMAE's Kaldi filter banks) or ``"melspectrogram"`` (torchaudio's).
+        frame_length_ms: analysis window.
+        frame_shift_ms: hop between frames.
+        mean, std: fixed normalisation of the log-mels (None: the data set's own, computed once).
+        cache_dir: feature cache root (None: ``$OMNISSL_CACHE/audio``, else ``~/.cache/omnissl/audio``).
+        strict: unreadable clips are fatal instead of skipped with a warning.
     """
 
     def __init__(self, voices: list[str] = VOICES, speeds: Annotated[list[int], Range(ge=1)] = (120, 160, 200),
@@ -95,6 +103,9 @@ class SpokenDigits(AudioFolder):
         super().__init__(str(root), sample_rate, num_mel_bins, frontend, frame_length_ms, frame_shift_ms,
                          mean, std, cache_dir, strict)
         self.classes = list(DIGITS)  # folder names are "0".."9": labels are the digits themselves
+        # Files are "<voice>-s<speed>-p<pitch>.wav": a voice is a speaker, whose clips a held-out split keeps together.
+        self.groups = np.array([clip.path.stem.rsplit("-", 2)[0] for clip in self.clips])
+        self.group_kind = "speaker"
 
     @staticmethod
     def _synthesise(root: Path, settings: dict) -> None:
@@ -147,10 +158,22 @@ def single_speaker_turns(rttm: Path) -> list[tuple[float, float, str]]:
 class PyannoteSpeakers(AudioClips):
     """Windows of pyannote.audio's two-speaker sample, labelled by who speaks (speaker ID probe).
 
+    The windows of one single-speaker turn overlap (``hop_seconds`` < ``window_seconds``) and
+    share one utterance, so the turn is their group (``group_kind`` ``"turn"``): a split by
+    turn scores the speaker probe on utterances it was not fitted on, never on a window that
+    overlaps one it was. The whole recording is one file, too few to split by.
+
     Args:
         window_seconds: window length; only windows inside one speaker's turn are kept.
         hop_seconds: step between windows.
-        Other arguments: as :class:`~omnissl_audio.datasets.AudioFolder`.
+        sample_rate: rate the audio is resampled to (Hz).
+        num_mel_bins: mel filters (set ``modality.num_mel_bins`` to the same).
+        frontend: ``"kaldi_fbank"`` (AudioMAE's Kaldi filter banks) or ``"melspectrogram"`` (torchaudio's).
+        frame_length_ms: analysis window.
+        frame_shift_ms: hop between frames.
+        mean, std: fixed normalisation of the log-mels (None: the data set's own, computed once).
+        cache_dir: feature cache root (None: ``$OMNISSL_CACHE/audio``, else ``~/.cache/omnissl/audio``).
+        strict: unreadable clips are fatal instead of skipped with a warning.
     """
 
     def __init__(self, window_seconds: Annotated[float, Range(gt=0)] = 1.0,
@@ -161,12 +184,14 @@ class PyannoteSpeakers(AudioClips):
                  std: Annotated[float | None, Range(gt=0)] = None,
                  cache_dir: str | None = None, strict: bool = False):
         wav, rttm = pyannote_sample()
-        clips, labels = [], []
+        clips, labels, turns = [], [], []
         for start, end, who in single_speaker_turns(rttm):
             t = start
             while t + window_seconds <= end + 1e-9:
                 clips.append(Clip(wav, round(t, 4), round(t + window_seconds, 4)))
                 labels.append(who)
+                turns.append(f"{wav.name} [{start:.2f}s, {end:.2f}s)")
                 t += hop_seconds
         super().__init__(clips, labels, FrontEnd(sample_rate, num_mel_bins, frame_length_ms, frame_shift_ms,
-                                                 frontend), mean, std, cache_dir, strict, where=str(wav))
+                                                 frontend), mean, std, cache_dir, strict, where=str(wav),
+                         groups=turns, group_kind="turn")

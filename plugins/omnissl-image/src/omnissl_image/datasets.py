@@ -84,6 +84,7 @@ class ImageFolder:
     """
 
     RECORD_VERSION = 1
+    sample_kind = "image"
 
     def __init__(self, root: str, mode: str = "RGB", strict: bool = False, cache_dir: str | None = None):
         self.root = Path(root).expanduser()
@@ -144,6 +145,10 @@ class ImageFolder:
     def __len__(self) -> int:
         return len(self.files)
 
+    def summary(self) -> dict[str, int | float | str]:
+        """Facts for the run's data summary: the image files used."""
+        return {"files": len(self.files)}
+
     def __getitem__(self, index: int) -> dict[str, Any]:
         from PIL import Image
 
@@ -158,7 +163,15 @@ class ImageFolder:
 
 
 class NumpyImages:
-    """Images from a ``.npy`` array (N, H, W[, C]) or a ``.npz`` with ``images`` and optional ``labels``.
+    """Images from a ``.npy`` array (N, H, W[, C]) or from named arrays of a ``.npz`` file.
+
+    A ``.npz`` (``np.savez``) holds the images under ``images_key`` and optionally labels and
+    groups under ``labels_key`` and ``groups_key``, so files written as ``X_train``/``y_train``
+    are read as they are. A key the file lacks is a :class:`DataError` listing the keys it has,
+    except the default ``labels``, whose absence means an unlabelled set. Labels that are
+    class names, integers or booleans become class indices (``classes`` holds the names);
+    float labels are class indices when every finite one is a whole number (at most 100
+    classes), else regression targets; NaN marks an unlabelled image either way.
 
     Samples holding a NaN or infinite pixel (checked after the cast to float32, the dtype
     they are served in, so float64 values beyond float32's range count too) are skipped
@@ -169,12 +182,20 @@ class NumpyImages:
 
     Args:
         path: the file.
+        images_key: the ``.npz`` array of images, (N, H, W) or (N, H, W, C).
+        labels_key: the ``.npz`` array of labels, (N,) (the default ``labels`` may be absent: an unlabelled
+            set); None ignores any labels.
+        groups_key: a ``.npz`` array naming each image's group (N,) (patient, scene...), which a
+            held-out split keeps on one side; None: no groups.
         strict: stop at the first sample with a non-finite pixel instead of skipping it.
     """
 
     CHUNK = 1024  # samples checked at a time, so the check never holds a float32 copy of the whole array
+    sample_kind = "image"
+    MAX_FLOAT_CLASSES = 100  # more distinct whole-number float labels than this are regression targets
 
-    def __init__(self, path: str, strict: bool = False):
+    def __init__(self, path: str, images_key: str = "images", labels_key: str | None = "labels",
+                 groups_key: str | None = None, strict: bool = False):
         file = Path(path).expanduser()
         if not file.is_file():
             raise DataError(f"data.path {file} does not exist")
@@ -182,18 +203,38 @@ class NumpyImages:
             loaded = np.load(file, allow_pickle=False)
         except Exception as exc:
             raise DataError(f"cannot read {file} as numpy data: {exc}") from exc
+        self.keys: dict[str, str] = {}
+        labels = groups = None
         if isinstance(loaded, np.ndarray):
-            self.images, self.labels, where = loaded, None, f"{file}"
+            named = [f"data.{option}" for option, key, default in (("images_key", images_key, "images"),
+                                                                   ("labels_key", labels_key, "labels"),
+                                                                   ("groups_key", groups_key, None))
+                     if key not in (default, None)]
+            if named:
+                raise DataError(f"{file} is a .npy file holding one array, the images: {', '.join(named)} name "
+                                f"arrays of a .npz file (np.savez); remove them or point data.path at the .npz")
+            self.images, where = loaded, f"{file}"
         else:
-            if "images" not in loaded:
-                raise DataError(f"{file} has arrays {list(loaded)}, but no 'images'")
-            self.images = loaded["images"]
-            self.labels = loaded["labels"] if "labels" in loaded else None
-            where = f"{file}['images']"
+            try:
+                self.images = self._array(loaded, file, "images_key", images_key)
+                if labels_key is not None and (labels_key in loaded.files or labels_key != "labels"):
+                    labels = self._array(loaded, file, "labels_key", labels_key)
+                if groups_key is not None:
+                    groups = self._array(loaded, file, "groups_key", groups_key)
+            finally:
+                loaded.close()
+            where = f"{file}[{images_key!r}]"
         if self.images.ndim not in (3, 4):
-            raise DataError(f"{file}: images must be (N, H, W) or (N, H, W, C), got {self.images.shape}")
-        if self.labels is not None and len(self.labels) != len(self.images):
-            raise DataError(f"{file}: {len(self.labels)} labels for {len(self.images)} images")
+            raise DataError(f"{where}: images must be (N, H, W) or (N, H, W, C), got {self.images.shape}")
+        for what, key, array in (("labels", labels_key, labels), ("groups", groups_key, groups)):
+            if array is not None and (array.ndim != 1 or len(array) != len(self.images)):
+                raise DataError(f"{file}[{key!r}]: {what} must hold one value per image, shape "
+                                f"({len(self.images)},), got {array.shape}"
+                                + ("; for one-hot rows store their argmax" if what == "labels" and array.ndim == 2
+                                   else ""))
+        self.labels, self.classes, self.task = self._labels(labels)
+        self.groups = groups.astype(str) if groups is not None else None
+        self.group_kind = groups_key
         self.skipped: list[tuple[str, str]] = []
         bad = self._non_finite(self.images)
         if len(bad):
@@ -208,7 +249,44 @@ class NumpyImages:
             keep = np.setdiff1d(np.arange(len(self.images)), bad)
             self.images = self.images[keep]
             self.labels = self.labels[keep] if self.labels is not None else None
-        self.task = "classification"
+            self.groups = self.groups[keep] if self.groups is not None else None
+
+    def _array(self, loaded: Any, file: Path, option: str, key: str) -> np.ndarray:
+        """The array ``key`` of an opened ``.npz``, recorded in ``keys`` for the summary."""
+        if key not in loaded.files:
+            raise DataError(f"{file} has no array {key!r} (data.{option}); its arrays are "
+                            f"{', '.join(map(repr, loaded.files)) or '(none)'}. Set data.{option} to one of them.")
+        try:
+            array = loaded[key]
+        except ValueError as exc:  # an object array: reading it would need pickle, which is never used
+            raise DataError(f"cannot read {file}[{key!r}] without unpickling ({exc}); save it as a plain "
+                            f"numeric or string array") from exc
+        self.keys[option.removesuffix("_key")] = key
+        return array
+
+    @classmethod
+    def _labels(cls, labels: np.ndarray | None) -> tuple[np.ndarray | None, list[str], str]:
+        """(labels, classes, task) from the stored labels: class indices, or float regression targets."""
+        if labels is None:
+            return None, [], "classification"
+        if labels.dtype.kind == "f":
+            known = labels[np.isfinite(labels)]
+            if not len(known):
+                return None, [], "classification"
+            if not (np.array_equal(known, np.round(known)) and len(np.unique(known)) <= cls.MAX_FLOAT_CLASSES):
+                return labels.astype(np.float64), [], "regression"
+            values, index = np.unique(known, return_inverse=True)
+            out = np.full(len(labels), np.nan)
+            out[np.isfinite(labels)] = index
+            classes = [f"{v:g}" for v in values]
+            return (out if len(known) < len(labels) else out.astype(np.int64)), classes, "classification"
+        values, index = np.unique(labels, return_inverse=True)  # names, integers or booleans
+        names = [v.decode(errors="replace") if isinstance(v, bytes) else str(v) for v in values.tolist()]
+        return index.astype(np.int64), names, "classification"
+
+    def summary(self) -> dict[str, int | float | str]:
+        """Facts for the run's data summary: one file, and the ``.npz`` arrays read."""
+        return {"files": 1, **{f"{what} array": key for what, key in self.keys.items()}}
 
     @classmethod
     def _non_finite(cls, images: np.ndarray) -> np.ndarray:
@@ -233,8 +311,10 @@ class NumpyImages:
 class DigitsDataset:
     """scikit-learn's 1,797 real 8x8 handwritten digits (UCI optdigits), labels 0-9.
 
-    The data ships inside scikit-learn's wheel: nothing is downloaded.
+    The data ships inside scikit-learn's wheel (one file, ``digits.csv.gz``): nothing is downloaded.
     """
+
+    sample_kind = "image"
 
     def __init__(self) -> None:
         from sklearn.datasets import load_digits
@@ -242,10 +322,15 @@ class DigitsDataset:
         digits = load_digits()
         self.images = (digits.images / 16.0).astype(np.float32)  # [1797, 8, 8], 0..16 grey levels
         self.labels = digits.target.astype(np.int64)
+        self.classes = [str(name) for name in digits.target_names]
         self.task = "classification"
 
     def __len__(self) -> int:
         return len(self.images)
+
+    def summary(self) -> dict[str, int | float | str]:
+        """Facts for the run's data summary: the one file scikit-learn ships."""
+        return {"files": 1}
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         return {"image": self.images[index][None]}
@@ -290,7 +375,8 @@ def bundled_skimage_images() -> dict[str, Path]:
 
 
 class SkimageTiles:
-    """Tiles of scikit-image's bundled sample photographs; the label is the photograph.
+    """Tiles of scikit-image's bundled sample photographs; the label is the photograph. The
+    photograph is also each tile's group (``group_kind`` ``"image"``).
 
     Only images that ship inside the installed scikit-image package are accepted
     (:func:`bundled_skimage_images`): any other ``skimage.data`` name (``download_all``,
@@ -303,6 +389,7 @@ class SkimageTiles:
     """
 
     DEFAULT = ("astronaut", "camera", "coffee", "chelsea", "rocket", "immunohistochemistry", "moon", "page")
+    sample_kind = "tile"
 
     def __init__(self, names: list[str] | None = None, tile: Annotated[int, Range(ge=1)] = 64,
                  stride: Annotated[int, Range(ge=1)] = 32):
@@ -328,11 +415,20 @@ class SkimageTiles:
                 for left in range(0, w - tile + 1, stride):
                     self.tiles.append(image[:, top:top + tile, left:left + tile])
                     labels.append(label)
-        self.labels = np.array(labels)
+        self.labels = np.array(labels, dtype=np.int64)
+        self.classes = names
+        self.groups = np.array(names)[self.labels]
+        self.group_kind = "image"
         self.task = "classification"
 
     def __len__(self) -> int:
         return len(self.tiles)
+
+    def summary(self) -> dict[str, int | float | str]:
+        """Facts for the run's data summary: the photographs used and how many tiles each gave."""
+        per_image = np.bincount(self.labels, minlength=len(self.classes))
+        low, high = int(per_image.min()), int(per_image.max())
+        return {"files": len(self.classes), "tiles per image": low if low == high else f"{low}-{high}"}
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         return {"image": self.tiles[index]}

@@ -57,8 +57,9 @@ class SplatFolder:
     float32 values), or has all its Gaussians at one position (degenerate) is skipped with
     a warning naming it and what is wrong, and counted in ``skipped``. An object with fewer
     Gaussians than ``min_points`` is kept and padded (``too_few: pad``; the tokeniser marks
-    the missing points and groups as padding) or skipped (``too_few: skip``); either way it
-    is counted in ``short``.
+    the missing points and groups as padding) or skipped (``too_few: skip``, and listed in
+    ``skipped`` too); either way it is counted in ``short``. Each sample is one object, the
+    whole of its file, so there are no groups.
 
     Args:
         root: folder of PLY files.
@@ -67,6 +68,8 @@ class SplatFolder:
         strict: stop at the first unreadable file instead of skipping it.
         cache_dir: where parsed objects are cached (default: :func:`default_cache_dir`).
     """
+
+    sample_kind = "object"
 
     def __init__(self, root: str, min_points: Annotated[int, Range(ge=0)] = 0, too_few: Literal["pad", "skip"] = "pad",
                  strict: bool = False, cache_dir: str | None = None):
@@ -77,28 +80,33 @@ class SplatFolder:
             raise DataError(f"data.too_few must be 'pad' or 'skip', got {too_few!r}")
         self.cache = Path(cache_dir).expanduser() if cache_dir else default_cache_dir()
         self.cache.mkdir(parents=True, exist_ok=True)
+        self.min_points, self.too_few = min_points, too_few
         candidates = sorted(p for p in self.root.rglob("*") if p.suffix.lower() == ".ply" and p.is_file())
         self.files: list[Path] = []
         self.arrays: list[Path] = []
         self.skipped: list[tuple[Path, str]] = []
         self.short: list[tuple[Path, int]] = []
+        unreadable = 0
         for path in candidates:
             cached = _cache_path(self.cache, path)
             try:
                 count = self._ensure_cached(path, cached)
             except SplatFormatError as exc:
                 skip_or_raise(self.skipped, path, str(exc), strict, cause=exc)
+                unreadable += 1
                 continue
             if count < min_points:
                 self.short.append((path, count))
                 if too_few == "skip":
-                    warnings.warn(f"skipping {path}: {count} Gaussians, fewer than data.min_points={min_points}")
+                    reason = f"{count} Gaussians, fewer than data.min_points={min_points}"
+                    self.skipped.append((path, reason))
+                    warnings.warn(f"skipping {path}: {reason}")
                     continue
             self.files.append(path)
             self.arrays.append(cached)
         if not self.files:
             raise DataError(f"no usable .ply file under {self.root} ({len(candidates)} found, "
-                            f"{len(self.skipped)} unreadable, {len(self.short)} with fewer than {min_points} "
+                            f"{unreadable} unreadable, {len(self.short)} with fewer than {min_points} "
                             f"Gaussians); see the warnings above for each file")
         if self.skipped:
             warnings.warn(f"skipped {len(self.skipped)} of {len(candidates)} PLY files under {self.root}")
@@ -122,6 +130,13 @@ class SplatFolder:
 
     def __len__(self) -> int:
         return len(self.files)
+
+    def summary(self) -> dict[str, int | float | str]:
+        """The files used and, with ``too_few: pad``, how many of their objects are padded."""
+        out: dict[str, int | float | str] = {"files": len(self.files)}
+        if self.min_points and self.too_few == "pad":
+            out[f"objects padded (fewer than {self.min_points} Gaussians)"] = len(self.short)
+        return out
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         """``splats``: (num_gaussians, 14) float32 (see ``omnissl_splat.ply.ATTRIBUTES``), ``path``."""
