@@ -28,8 +28,9 @@ from omnissl.digests import FileDigests
 from omnissl_eeg.preprocessing import Preprocessing, Windows
 
 # 2: channels marked bad in the recording are dropped; 3: companion files in the key; 4: whole-file
-# content hashes, non-finite windows dropped, the report says why a recording has no window.
-FORMAT_VERSION = 4
+# content hashes, non-finite windows dropped, the report says why a recording has no window; 5: windows
+# overlapping BAD_/EDGE annotations dropped, epochs files, each window's events, channels kept by index.
+FORMAT_VERSION = 5
 _CHUNK = 1 << 20
 _DIGEST = "blake2b"  # the FileDigests name: a new name, so digests of the old kind are never reused
 
@@ -151,7 +152,7 @@ class WindowCache:
             return Windows(data=data, channels=meta["channels"], types=np.asarray(meta["types"], dtype=np.int64),
                            positions=np.asarray(meta["positions"], dtype=np.float32), sfreq=meta["sfreq"],
                            labels=None if meta["labels"] is None else np.asarray(meta["labels"]),
-                           report=meta["report"])
+                           events=meta["events"], report=meta["report"])
         except (OSError, ValueError, EOFError, KeyError, TypeError) as exc:
             warnings.warn(f"cache entry {data_path} of {where or key} is damaged ({type(exc).__name__}: {exc}); "
                           f"deleting it and preprocessing it again")

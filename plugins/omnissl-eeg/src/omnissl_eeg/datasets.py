@@ -1,178 +1,141 @@
-"""EEG/MEG data sets: a folder (or BIDS tree) of recordings, and in-memory MNE objects or arrays.
+"""EEG/MEG data sets: a folder (or BIDS tree) of recordings and epochs files, a CSV manifest of
+them, and in-memory MNE objects or arrays.
 
-Each recording is preprocessed once into :class:`~omnissl_eeg.preprocessing.Windows`;
-a sample is one window of one recording, with its channels' positions and types, so
-recordings with different montages and sensor types mix freely.
+Each recording is preprocessed once into :class:`~omnissl_eeg.preprocessing.Windows` (cached
+on disk for files); the data sets are :class:`~omnissl_eeg.windows.WindowDataset` stores of
+them, with labels and groups from the source the recipe names (:mod:`omnissl_eeg.labels`).
 """
 
 from __future__ import annotations
 
+import dataclasses
+import sys
 import warnings
 from pathlib import Path
 from typing import Annotated, Any, Sequence
 
 import numpy as np
-import torch
 
 from omnissl import skip_or_raise
 from omnissl.errors import DataError
 from omnissl.recipe import Range
 from omnissl_eeg.cache import WindowCache, default_cache_dir
+from omnissl_eeg.labels import (check_label_source, column_values, event_labels, folder_label, participants_labels,
+                                per_window, read_table, recording_groups, require_column, warn_unmatched)
 from omnissl_eeg.preprocessing import DEFAULT_REJECT, Preprocessing, Windows, no_window_reason, preprocess
-from omnissl_eeg.readers import find_bids_recordings, find_recordings, is_bids, read_recording
+from omnissl_eeg.readers import find_files, is_bids, is_bids_recording, read_recording
 from omnissl_eeg.sensors import SENSOR_TYPES
+from omnissl_eeg.windows import WindowDataset
 
-
-class WindowDataset:
-    """Windows of several recordings, indexed flat.
-
-    Attributes:
-        recordings: the preprocessed windows of each recording.
-        sources: a name for each recording (file path or object name).
-        labels: (len(self),) labels when every recording has them, else None.
-        num_channels: (len(recordings),) channel count of each recording.
-        window_length: samples per window when every recording's windows have the same
-            length, else None.
-        skipped: (source, reason) of each recording that could not be used.
-    """
-
-    task = "classification"
-
-    def __init__(self, recordings: Sequence[Windows], sources: Sequence[str],
-                 skipped: Sequence[tuple[str, str]] = ()):
-        self.recordings = list(recordings)
-        self.sources = list(sources)
-        self.skipped = list(skipped)
-        counts = np.array([len(w.data) for w in self.recordings], dtype=np.int64)
-        self.offsets = np.concatenate([[0], np.cumsum(counts)])
-        if self.offsets[-1] == 0:
-            raise DataError("no window survived preprocessing (" + "; ".join(
-                f"{s}: {w.report.get('rejected', 0)} rejected" for s, w in zip(self.sources, self.recordings))
-                + "); lower data.window_seconds or raise/disable data.reject")
-        self.num_channels = np.array([w.data.shape[1] for w in self.recordings], dtype=np.int64)
-        lengths = {w.data.shape[2] for w in self.recordings}
-        self.window_length = lengths.pop() if len(lengths) == 1 else None  # samples per window, if all agree
-        self._view_cache: list[np.ndarray] | None = None
-        self._tensor_cache: list[torch.Tensor] | None = None
-        has_labels = all(w.labels is not None for w in self.recordings)
-        self.labels = np.concatenate([w.labels for w in self.recordings]) if has_labels else None
-
-    def __len__(self) -> int:
-        return int(self.offsets[-1])
-
-    def __getitem__(self, index: int) -> dict[str, Any]:
-        r = int(np.searchsorted(self.offsets, index, side="right")) - 1
-        w = self.recordings[r]
-        return {
-            "signal": np.array(w.data[index - self.offsets[r]], dtype=np.float32),  # [C, T], copied off the mmap
-            "positions": w.positions,  # [C, 3] metres
-            "types": w.types,  # [C] index into SENSOR_TYPES
-            "channels": w.channels,
-            "sfreq": w.sfreq,
-            "source": self.sources[r],
-        }
-
-    def get_batch(self, indices: Sequence[int], samples: int | None = None) -> dict[str, np.ndarray] | None:
-        """Several windows at once, stacked, for :meth:`EEGModality.tokenize_batch`.
-
-        Returns ``signal`` (B, C_max, T) float32 in field units, where a recording with fewer
-        channels than the widest in the batch is zero-padded after its last channel, and
-        ``recording`` (B,): the index in :attr:`recordings` of each window's recording (its
-        channels, positions, types, rate). Each window is copied once, straight from the
-        memory map into the batch; sorted indices read each file front to back. ``samples``
-        keeps only each window's first samples (a whole number of patches). None when the
-        windows differ in length (``window_seconds: null``).
-        """
-        index = np.asarray(indices, dtype=np.int64)
-        rec = np.searchsorted(self.offsets, index, side="right") - 1
-        if self.window_length is None and len({self.recordings[r].data.shape[2] for r in set(rec.tolist())}) > 1:
-            return None
-        counts = self.num_channels[rec]
-        width, full = int(counts.max()), self.recordings[int(rec[0])].data.shape[2]
-        length = full if samples is None else min(int(samples), full)
-        local = index - self.offsets[rec]
-        if int(counts.min()) < width:  # mixed montages: zero channels after each recording's own
-            signal = np.zeros((len(index), width, length), dtype=np.float32)
-            views = self._views()
-            for b, (r, i, c) in enumerate(zip(rec.tolist(), local.tolist(), counts.tolist())):
-                signal[b, :c] = views[r][i][:, :length]
-            return {"signal": signal, "recording": rec}
-        # One index_select per recording (sorted indices: one run each). It runs on torch's
-        # intra-op threads; the copy is bound by a core's memory bandwidth, so two threads
-        # deliver ~1.4x numpy's one-thread loop (BENCHMARKS.md). DataLoader workers run torch
-        # on one thread, where it is as fast as numpy.
-        signal = np.empty((len(index), width, length), dtype=np.float32)
-        out, tensors = torch.from_numpy(signal), self._tensors()
-        runs = (np.flatnonzero(np.diff(rec)) + 1).tolist()
-        for start, stop in zip([0, *runs], [*runs, len(index)]):
-            source = tensors[int(rec[start])]
-            if length < full:  # a view (torch's slicing costs microseconds: only when needed)
-                source = source[:, :, :length]
-            torch.index_select(source, 0, torch.from_numpy(local[start:stop]), out=out[start:stop])
-        return {"signal": signal, "recording": rec}
-
-    def _views(self) -> list[np.ndarray]:
-        """Plain ndarray views of the recordings' memory maps, made once: indexing an
-        np.memmap costs a subclass round trip per window. Not pickled (see __getstate__)."""
-        if self._view_cache is None:
-            self._view_cache = [w.data.view(np.ndarray) for w in self.recordings]
-        return self._view_cache
-
-    def _tensors(self) -> list[torch.Tensor]:
-        """The same views as tensors (read-only memory maps: torch warns, but only reads them)."""
-        if self._tensor_cache is None:
-            with warnings.catch_warnings():
-                warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
-                self._tensor_cache = [torch.from_numpy(view) for view in self._views()]
-        return self._tensor_cache
-
-    def __getstate__(self) -> dict[str, Any]:
-        state = dict(self.__dict__)
-        state["_view_cache"] = state["_tensor_cache"] = None  # views of memory maps would pickle as copies
-        return state
-
-    def summary(self) -> str:
-        """One line per recording: windows, channels by type, dropped channels, rejected windows."""
-        lines = []
-        for source, w in zip(self.sources, self.recordings):
-            by_type = {SENSOR_TYPES[t]: int((w.types == t).sum()) for t in np.unique(w.types)}
-            lines.append(f"{source}: {len(w.data)} windows, {by_type}, {w.sfreq:g} Hz, "
-                         f"dropped channels {w.report.get('bad_channels', {})}, rejected {w.report.get('rejected', 0)}")
-        return "\n".join(lines)
+__all__ = ["EEGFolder", "EEGManifest", "EEGRecordings", "WindowDataset", "from_array", "settings_from"]
+LOOKED_FOR = "*.edf, *.bdf, *.fif, *.vhdr, *.set, and MNE epochs files (*-epo.fif)"
 
 
 def settings_from(pick: Sequence[str], l_freq: float | None, h_freq: float | None, notch: float | None,
                   sfreq: float, reference: str | None, window_seconds: float | None,
                   stride_seconds: float | None, reject: dict[str, float] | None,
-                  unknown_channels: str) -> Preprocessing:
+                  unknown_channels: str, reject_by_annotation: bool = True, tmin: float | None = None,
+                  tmax: float | None = None) -> Preprocessing:
     return Preprocessing(tuple(pick), l_freq, h_freq, notch, float(sfreq), reference, window_seconds,
-                         stride_seconds, None if reject is None else dict(reject), unknown_channels)
+                         stride_seconds, None if reject is None else dict(reject), unknown_channels,
+                         reject_by_annotation=reject_by_annotation, tmin=tmin, tmax=tmax)
+
+
+def read_files(files: Sequence[Path], settings: Preprocessing, cache_dir: str | None, strict: bool,
+               bids_root: Path | None) -> tuple[list[Windows], list[Path], list[tuple[str, str]], int]:
+    """Preprocess (or load from the cache) each file: its windows, the files used, the files
+    skipped with the reason, and how many were preprocessed now (the rest came from the cache).
+
+    An epochs file gives one sample per epoch (``window_seconds`` is for continuous recordings).
+    """
+    import mne
+
+    cache = WindowCache(Path(cache_dir).expanduser() if cache_dir else default_cache_dir(), settings)
+    recordings, used, skipped, built = [], [], [], 0
+    for path in files:
+        try:
+            key = cache.key(path, bids=bids_root is not None)
+            windows = cache.load(key, where=str(path))
+            if windows is None:
+                inst = read_recording(path, bids_root)
+                own = settings
+                if isinstance(inst, mne.BaseEpochs):  # the key stays the folder's: the file decides its kind
+                    own = dataclasses.replace(settings, window_seconds=None, stride_seconds=None)
+                windows = cache.store(key, preprocess(inst, own, str(path)))
+                built += 1
+        except DataError as exc:
+            skip_or_raise(skipped, str(path), str(exc), strict, cause=exc)
+            continue
+        if not len(windows.data):  # every window rejected, or too short: named, never silently gone
+            skip_or_raise(skipped, str(path), no_window_reason(windows, settings), strict)
+            continue
+        recordings.append(windows)
+        used.append(path)
+    cache.save_index()
+    return recordings, used, skipped, built
+
+
+def report_found(name: str, where: Path, recordings: Sequence[Windows], others: Sequence[tuple[Path, str]],
+                 skipped: int, built: int, cache_dir: str | None) -> None:
+    """One line on stderr for the whole folder (MNE's per-file lines are silenced): what was
+    found, what is not read, what was preprocessed now and what came from the cache."""
+    epochs = sum(w.report.get("kind") == "epochs" for w in recordings)
+    text = (f"{name}: found {len(recordings) - epochs} raw recording{'s' if len(recordings) - epochs != 1 else ''} "
+            f"and {epochs} epochs file{'s' if epochs != 1 else ''} under {where}")
+    if others:
+        text += (f"; not read, {len(others)} file{'s' if len(others) != 1 else ''} of other kinds: "
+                 + ", ".join(f"{p.name} ({kind})" for p, kind in others[:5]) + (" ..." if len(others) > 5 else ""))
+    if skipped:
+        text += f"; skipped {skipped} unusable (see the warnings)"
+    cache = Path(cache_dir).expanduser() if cache_dir else default_cache_dir()
+    text += f"; {built} preprocessed, {len(recordings) - built} from the cache in {cache}"
+    print(text, file=sys.stderr, flush=True)
 
 
 class EEGFolder(WindowDataset):
-    """Every EDF, BDF, FIF, BrainVision (.vhdr) and EEGLAB (.set) recording under ``root``.
+    """Every EDF, BDF, FIF, BrainVision (.vhdr) and EEGLAB (.set) recording, and every MNE epochs
+    file, under ``root``.
 
-    A folder holding ``dataset_description.json`` is read as a BIDS tree: only
-    ``*/eeg/*_eeg.*`` and ``*/meg/*_meg.*`` files, with their ``channels.tsv`` and
-    ``electrodes.tsv`` applied by MNE-BIDS. Windows are cached (see :mod:`omnissl_eeg.cache`);
-    with a warm cache no recording is opened. A recording that cannot be used is skipped with a
-    warning naming it and the reason, and counted in ``skipped``; ``strict: true`` makes it
-    fatal: a file MNE cannot open, one damaged or truncated (an EDF with fewer data records
-    than its header declares, a FIF cut short), one whose every channel is flat or NaN (with a
-    unit diagnosis when the values are ~1e6 too small), and one that yields no window (every
-    window rejected by ``reject``, with the limit and the typical peak-to-peak found, or the
-    recording shorter than one window).
+    A continuous recording gives windows; an epochs file (``*-epo.fif``, or any FIF holding
+    epochs) one sample per epoch, cropped to ``tmin``/``tmax``. FIF files of other kinds
+    (``-ave``, ``-cov``, ``-fwd``, ...) are named in the found line and in ``skipped``, never
+    read. A folder holding ``dataset_description.json`` is read as a BIDS tree: only
+    ``*/eeg/*_eeg.*`` and ``*/meg/*_meg.*`` files, with their ``channels.tsv``,
+    ``electrodes.tsv`` and ``events.tsv`` applied by MNE-BIDS. Windows are cached (see
+    :mod:`omnissl_eeg.cache`); with a warm cache no recording is opened. A recording that
+    cannot be used is skipped with a warning naming it and the reason, and counted in
+    ``skipped``; ``strict: true`` makes it fatal: a file MNE cannot open, one damaged or
+    truncated (an EDF with fewer data records than its header declares, a FIF cut short), one
+    whose every channel is flat or NaN (with a unit diagnosis when the values are ~1e6 too
+    small), and one that yields no window (every window rejected by ``reject`` or inside BAD_
+    annotations, with the limit and the typical peak-to-peak found, or the recording shorter
+    than one window). Labels and groups: see :mod:`omnissl_eeg.labels`.
 
     Args:
-        root: the folder.
-        bids: read as BIDS (default: when ``dataset_description.json`` is present).
-        pick, l_freq, h_freq, notch, sfreq, reference, window_seconds, stride_seconds, reject,
-            unknown_channels: preprocessing, see :class:`~omnissl_eeg.preprocessing.Preprocessing`.
-        cache_dir: window cache folder (default ``$OMNISSL_CACHE/eeg`` or ``~/.cache/omnissl/eeg``).
-        strict: stop at the first unusable recording instead of skipping it.
+        root: the folder of recordings (searched recursively) or a BIDS root.
+        bids: read as BIDS; null: when root holds dataset_description.json.
+        labels: auto (epochs by event; with event_id, annotations too), events, folder, participants:<column>, none.
+        event_id: event name -> class name, for epochs and annotation labels; others unlabelled; null: names as classes.
+        group_by: what a held-out split keeps together: recording, subject (BIDS sub-<label>), or auto.
+        pick: sensor types to keep (eeg, mag, grad); default all three.
+        l_freq: high-pass edge in Hz; null: no high-pass.
+        h_freq: low-pass edge in Hz (skipped above a recording's Nyquist rate); null: none.
+        notch: line frequency in Hz, harmonics below Nyquist too (60 in the Americas); null: none.
+        sfreq: rate in Hz every recording is resampled to (must equal modality.sfreq).
+        reference: average (common average of the EEG channels) or null to keep the recorded one.
+        window_seconds: window length of continuous recordings; null keeps each recording whole.
+        stride_seconds: step between window starts; null: window_seconds (no overlap).
+        reject: peak-to-peak limit per sensor type (uV, fT, fT/cm); a window above it is dropped; null keeps all.
+        unknown_channels: channels without a position: drop (warned), error, or index (a learned identity).
+        reject_by_annotation: drop windows overlapping BAD_/EDGE annotations (as MNE); false keeps them.
+        tmin: epochs files: start of each sample in seconds from its event; null: the epochs' own start.
+        tmax: epochs files: end (excluded) in seconds from the event; null: the epochs' own end.
+        cache_dir: window cache folder; null: $OMNISSL_CACHE/eeg or ~/.cache/omnissl/eeg.
+        strict: stop at the first unusable file instead of skipping it with a warning.
     """
 
-    def __init__(self, root: str, bids: bool | None = None, pick: list[str] = list(SENSOR_TYPES),
+    def __init__(self, root: str, bids: bool | None = None, labels: str = "auto",
+                 event_id: dict[str, str] | None = None, group_by: str = "auto", pick: list[str] = list(SENSOR_TYPES),
                  l_freq: Annotated[float | None, Range(gt=0)] = 0.1,
                  h_freq: Annotated[float | None, Range(gt=0)] = 75.0,
                  notch: Annotated[float | None, Range(gt=0)] = 50.0,
@@ -180,61 +143,156 @@ class EEGFolder(WindowDataset):
                  window_seconds: Annotated[float | None, Range(gt=0)] = 4.0,
                  stride_seconds: Annotated[float | None, Range(gt=0)] = None,
                  reject: Annotated[dict[str, float] | None, Range(gt=0)] = DEFAULT_REJECT,
-                 unknown_channels: str = "drop", cache_dir: str | None = None, strict: bool = False):
+                 unknown_channels: str = "drop", reject_by_annotation: bool = True,
+                 tmin: Annotated[float | None, Range()] = None, tmax: Annotated[float | None, Range()] = None,
+                 cache_dir: str | None = None, strict: bool = False):
         folder = Path(root).expanduser()
         if not folder.is_dir():
             raise DataError(f"data.root {folder} is not a folder; point it at a folder of EDF/BDF/FIF/"
-                            f"BrainVision/EEGLAB recordings or a BIDS root")
+                            f"BrainVision/EEGLAB recordings or MNE epochs files, or a BIDS root")
+        column = check_label_source(labels)
         settings = settings_from(pick, l_freq, h_freq, notch, sfreq, reference, window_seconds, stride_seconds,
-                                 reject, unknown_channels)
+                                 reject, unknown_channels, reject_by_annotation, tmin, tmax)
         bids = is_bids(folder) if bids is None else bids
-        files = find_bids_recordings(folder) if bids else find_recordings(folder)
+        files, others = find_files(folder)
+        if bids:
+            files = [path for path in files if is_bids_recording(path)]
         if not files:
-            raise DataError(f"no recording under {folder} (looked for {'BIDS eeg/meg files' if bids else ''} "
-                            f"*.edf, *.bdf, *.fif, *.vhdr, *.set)")
-        cache = WindowCache(Path(cache_dir).expanduser() if cache_dir else default_cache_dir(), settings)
-        recordings, sources, skipped = [], [], []
-        for path in files:
-            try:
-                windows = self._load(path, cache, settings, folder if bids else None)
-            except DataError as exc:
-                skip_or_raise(skipped, str(path), str(exc), strict, cause=exc)
-                continue
-            if not len(windows.data):  # every window rejected, or too short: named, never silently gone
-                skip_or_raise(skipped, str(path), no_window_reason(windows, settings), strict)
-                continue
-            recordings.append(windows)
-            sources.append(str(path))
+            found = ("; found only files of other kinds: " + ", ".join(f"{p.name} ({kind})" for p, kind in others[:5])
+                     if others else "")
+            raise DataError(f"no recording under {folder} (looked for {'BIDS eeg/meg files: ' if bids else ''}"
+                            f"{LOOKED_FOR}){found}")
+        recordings, used, skipped, built = read_files(files, settings, cache_dir, strict, folder if bids else None)
         if not recordings:
             raise DataError(f"no readable recording under {folder}: {len(skipped)} of {len(files)} files could not "
                             f"be used (first: {skipped[0][1] if skipped else 'all windows rejected'})")
-        cache.save_index()
         if skipped:
             warnings.warn(f"skipped {len(skipped)} of {len(files)} recordings under {folder}")
-        super().__init__(recordings, sources, skipped)
+        report_found("eeg_folder", folder, recordings, others, len(skipped), built, cache_dir)
+        skipped += [(str(path), f"not a recording: {kind}") for path, kind in others]
+        counts = [len(w.data) for w in recordings]
+        if labels == "folder":
+            values = [per_window(folder_label(p, folder), n) for p, n in zip(used, counts)]
+        elif column is not None:
+            values = [per_window(v, n) for v, n in zip(participants_labels(folder, column, used), counts)]
+        elif labels == "none":
+            values = [None] * len(recordings)
+        else:  # events: epochs and annotations; auto: epochs, and annotations when event_id names some
+            by_events = labels == "events" or event_id is not None
+            values = [event_labels(w, event_id) if by_events or w.report.get("kind") == "epochs" else None
+                      for w in recordings]
+            if by_events:
+                warn_unmatched(values, recordings, event_id, str(folder))
+        groups, group_kind = recording_groups(used, folder, group_by)
+        super().__init__(recordings, [str(p) for p in used], skipped, values, groups, group_kind, files=len(used))
 
-    @staticmethod
-    def _load(path: Path, cache: WindowCache, settings: Preprocessing, bids_root: Path | None) -> Windows:
-        key = cache.key(path, bids=bids_root is not None)
-        windows = cache.load(key, where=str(path))
-        if windows is None:
-            windows = cache.store(key, preprocess(read_recording(path, bids_root), settings, str(path)))
-        return windows
+
+class EEGManifest(WindowDataset):
+    """The recordings and epochs files a CSV (or TSV) manifest lists, one per row, with a label and a
+    group per row from the columns the recipe names.
+
+    Paths are relative to the manifest's folder, or absolute. A listed file that is missing or
+    cannot be used is skipped with a warning naming it (fatal with ``strict``). Every window of a
+    recording takes its row's label; an empty cell (or ``n/a``) leaves it unlabelled. Labels are
+    class names, or numbers as in :func:`omnissl_eeg.labels.column_values`. Preprocessing and
+    caching as :class:`EEGFolder`.
+
+    Args:
+        manifest: the CSV file (.tsv: tab-separated).
+        path_column: the column holding each recording's path.
+        label_column: the column holding each recording's label; null, or a manifest without a label column: unlabelled.
+        group_column: the column naming each recording's group (subject, site); null: each recording its own group.
+        pick: sensor types to keep (eeg, mag, grad); default all three.
+        l_freq: high-pass edge in Hz; null: no high-pass.
+        h_freq: low-pass edge in Hz (skipped above a recording's Nyquist rate); null: none.
+        notch: line frequency in Hz, harmonics below Nyquist too (60 in the Americas); null: none.
+        sfreq: rate in Hz every recording is resampled to (must equal modality.sfreq).
+        reference: average (common average of the EEG channels) or null to keep the recorded one.
+        window_seconds: window length of continuous recordings; null keeps each recording whole.
+        stride_seconds: step between window starts; null: window_seconds (no overlap).
+        reject: peak-to-peak limit per sensor type (uV, fT, fT/cm); a window above it is dropped; null keeps all.
+        unknown_channels: channels without a position: drop (warned), error, or index (a learned identity).
+        reject_by_annotation: drop windows overlapping BAD_/EDGE annotations (as MNE); false keeps them.
+        tmin: epochs files: start of each sample in seconds from its event; null: the epochs' own start.
+        tmax: epochs files: end (excluded) in seconds from the event; null: the epochs' own end.
+        cache_dir: window cache folder; null: $OMNISSL_CACHE/eeg or ~/.cache/omnissl/eeg.
+        strict: stop at the first unusable file instead of skipping it with a warning.
+    """
+
+    def __init__(self, manifest: str, path_column: str = "path", label_column: str | None = "label",
+                 group_column: str | None = None, pick: list[str] = list(SENSOR_TYPES),
+                 l_freq: Annotated[float | None, Range(gt=0)] = 0.1,
+                 h_freq: Annotated[float | None, Range(gt=0)] = 75.0,
+                 notch: Annotated[float | None, Range(gt=0)] = 50.0,
+                 sfreq: Annotated[float, Range(gt=0)] = 200.0, reference: str | None = "average",
+                 window_seconds: Annotated[float | None, Range(gt=0)] = 4.0,
+                 stride_seconds: Annotated[float | None, Range(gt=0)] = None,
+                 reject: Annotated[dict[str, float] | None, Range(gt=0)] = DEFAULT_REJECT,
+                 unknown_channels: str = "drop", reject_by_annotation: bool = True,
+                 tmin: Annotated[float | None, Range()] = None, tmax: Annotated[float | None, Range()] = None,
+                 cache_dir: str | None = None, strict: bool = False):
+        table = Path(manifest).expanduser()
+        if not table.is_file():
+            raise DataError(f"data.manifest {table} does not exist; point it at a CSV file with a {path_column!r} "
+                            f"column")
+        columns, rows = read_table(table, "data.manifest")
+        require_column(path_column, columns, table, "data.path_column")
+        if label_column is not None and (label_column != "label" or "label" in columns):
+            require_column(label_column, columns, table, "data.label_column")
+        else:
+            label_column = None
+        if group_column is not None:
+            require_column(group_column, columns, table, "data.group_column")
+        settings = settings_from(pick, l_freq, h_freq, notch, sfreq, reference, window_seconds, stride_seconds,
+                                 reject, unknown_channels, reject_by_annotation, tmin, tmax)
+        files, skipped, listed = [], [], []
+        for line, row in enumerate(rows, start=2):
+            cell = row.get(path_column, "")
+            path = Path(cell).expanduser()
+            path = path if path.is_absolute() else table.parent / path
+            if not cell or not path.is_file():
+                skip_or_raise(skipped, f"{table}, line {line}", f"{path_column} {cell!r} is not a file"
+                              f"{f' ({path})' if cell else ''}", strict)
+                continue
+            files.append(path)
+            listed.append(row)
+        if not files:
+            raise DataError(f"{table} lists no existing recording ({len(rows)} rows, column {path_column!r})")
+        recordings, used, bad, built = read_files(files, settings, cache_dir, strict, None)
+        skipped += bad
+        if not recordings:
+            raise DataError(f"no readable recording in {table}: {len(skipped)} of {len(rows)} rows could not be used "
+                            f"(first: {skipped[0][1] if skipped else 'all windows rejected'})")
+        report_found("eeg_manifest", table, recordings, [], len(skipped), built, cache_dir)
+        row_of = {path: row for path, row in zip(files, listed)}
+        counts = [len(w.data) for w in recordings]
+        values: list[Any] = [None] * len(used)
+        if label_column is not None:
+            cells = column_values([row_of[p].get(label_column) for p in used])
+            values = [per_window(v, n) for v, n in zip(cells, counts)]
+        groups = [str(p) for p in used]
+        if group_column is not None:
+            groups = [row_of[p].get(group_column) or str(p) for p in used]
+        super().__init__(recordings, groups=groups, sources=[str(p) for p in used], skipped=skipped, labels=values,
+                         group_kind=group_column or "recording", files=len(used))
 
 
 class EEGRecordings(WindowDataset):
     """In-memory recordings: ``mne.io.Raw``, ``mne.Epochs``, or numpy arrays with channel names and rate.
 
-    Not cached (the data are already in memory). Epochs' event codes become labels.
+    Not cached (the data are already in memory). Epochs are labelled by their events' names
+    (``classes``) unless ``labels`` gives their labels; each item is its own group.
 
     Args:
         items: Raw or Epochs objects (copied, never modified), or ``(array, ch_names, sfreq)`` /
             ``(array, ch_names, sfreq, ch_types)`` tuples with arrays (C, T) continuous or (E, C, T)
             epochs in volts (EEG) or tesla (MEG), MNE's units.
         names: a name per item for messages (default ``item0``, ``item1``, ...).
-        labels: for array items given as (E, C, T), a label per epoch (one array per item), or None.
+        labels: for epochs items, a label per epoch (one array per item, class names or numbers), or None.
         **preprocessing: keyword arguments of :class:`~omnissl_eeg.preprocessing.Preprocessing`.
     """
+
+    epochs_source = "epochs objects"
 
     def __init__(self, items: Sequence[Any], names: Sequence[str] | None = None,
                  labels: Sequence[np.ndarray | None] | None = None, **preprocessing: Any):
@@ -242,17 +300,17 @@ class EEGRecordings(WindowDataset):
 
         settings = Preprocessing(**{k: tuple(v) if k == "pick" else v for k, v in preprocessing.items()})
         names = list(names) if names is not None else [f"item{i}" for i in range(len(items))]
-        recordings = []
+        recordings, values = [], []
         for i, (item, name) in enumerate(zip(items, names)):
             item_labels = labels[i] if labels is not None else None
-            if isinstance(item, (mne.io.BaseRaw, mne.BaseEpochs)):
-                inst = item.copy()
-                if isinstance(item, mne.BaseEpochs) and item_labels is None:
-                    item_labels = item.events[:, 2]
+            inst = item.copy() if isinstance(item, (mne.io.BaseRaw, mne.BaseEpochs)) else from_array(*item)
+            windows = preprocess(inst, settings, name, item_labels)
+            recordings.append(windows)
+            if windows.labels is not None:
+                values.append(windows.labels)
             else:
-                inst = from_array(*item)
-            recordings.append(preprocess(inst, settings, name, item_labels))
-        super().__init__(recordings, names)
+                values.append(event_labels(windows, None) if isinstance(item, mne.BaseEpochs) else None)
+        super().__init__(recordings, names, labels=values)
 
 
 def from_array(array: np.ndarray, ch_names: Sequence[str], sfreq: float,

@@ -5,7 +5,8 @@ Tokens follow LaBraM (Jiang et al., ICLR 2024: one token per channel per 1 s pat
 EEG and MEG of any montage share one model). ``coords`` are the sensor's (x, y, z) in
 metres (continuous, Fourier-encoded) and the patch index (grid, sin-cos encoded);
 ``kinds`` is the sensor type (eeg / mag / grad), an identity that stays visible when
-the token is hidden.
+the token is hidden; with ``channel_vocab`` a second ``kinds`` column holds a learned identity
+for channels that have no position (``data.unknown_channels: index``).
 """
 
 from __future__ import annotations
@@ -34,8 +35,9 @@ class EEGModality(Modality):
     """EEG/MEG windows as channel x time-patch tokens.
 
     Samples are dicts with ``signal`` (C, T) float in field units (uV, fT, fT/cm),
-    ``positions`` (C, 3) metres, ``types`` (C,) index into ``("eeg", "mag", "grad")``
-    and ``sfreq``: what the data sets of this plugin return.
+    ``positions`` (C, 3) metres, ``types`` (C,) index into ``("eeg", "mag", "grad")``,
+    ``sfreq``, and optionally ``identities`` (C,) int: 0 for a channel with a position, else
+    1 + its index in the data set's ``channel_vocabulary``: what the data sets of this plugin return.
 
     Args:
         sfreq: sampling rate the data were resampled to (checked against every sample).
@@ -45,6 +47,9 @@ class EEGModality(Modality):
             phase, as LaBraM) or ``"both"`` (two streams, each with its own loss).
         spectral_weight: weight of the spectral stream in the total loss.
         position_scale: length scale in metres of the sensor-position Fourier features.
+        channel_vocab: size of the learned identity table of channels without a position
+            (``data.unknown_channels: index``), at least 1 + the number of such channel names;
+            0: no identity column (every channel must have a position).
     """
 
     name = "eeg"
@@ -53,7 +58,8 @@ class EEGModality(Modality):
     def __init__(self, sfreq: Annotated[float, Range(gt=0)] = 200.0, patch_seconds: Annotated[float, Range(gt=0)] = 1.0,
                  amplitude_scale: Annotated[float, Range(gt=0)] = 100.0,
                  target: str = "raw", spectral_weight: Annotated[float, Range(ge=0)] = 1.0,
-                 position_scale: Annotated[float, Range(gt=0)] = 0.05):
+                 position_scale: Annotated[float, Range(gt=0)] = 0.05,
+                 channel_vocab: Annotated[int, Range(ge=0)] = 0):
         if target not in ("raw", "spectral", "both"):
             raise RecipeError(f"modality.target must be raw, spectral or both, got {target!r}")
         self.patch = int(round(sfreq * patch_seconds))
@@ -65,13 +71,15 @@ class EEGModality(Modality):
         self.target = target
         self.spectral_weight = float(spectral_weight)
         self.position_scale = float(position_scale)
+        self.channel_vocab = int(channel_vocab)
         # data set -> window length -> tables, forgotten with the data set
         self._tables: weakref.WeakKeyDictionary[Any, dict[int, _MontageTables]] = weakref.WeakKeyDictionary()
 
     def spec(self) -> TokenSpec:
         return TokenSpec(value_dim=self.patch,
                          coords=(CoordGroup("continuous", 3, self.position_scale), CoordGroup("grid", 1)),
-                         kind_vocab=(len(SENSOR_TYPES),))
+                         kind_vocab=(len(SENSOR_TYPES), self.channel_vocab) if self.channel_vocab
+                         else (len(SENSOR_TYPES),))
 
     def target_streams(self) -> list[TargetStream]:
         streams = []
@@ -95,7 +103,8 @@ class EEGModality(Modality):
         channels, length = signal.shape
         patches = self._patches(length, source)
         values = signal[:, : patches * self.patch].reshape(channels * patches, self.patch)  # field units
-        coords, kinds = token_layout(sample["positions"], sample["types"], patches)
+        identities = self._identities(sample.get("identities"), channels, source)
+        coords, kinds = token_layout(sample["positions"], sample["types"], patches, identities)
         meta = {"channels": list(sample.get("channels", [])), "num_channels": channels, "num_patches": patches}
         return Tokens(values=values, coords=torch.from_numpy(coords), kinds=torch.from_numpy(kinds), meta=meta)
 
@@ -154,23 +163,26 @@ class EEGModality(Modality):
         patches = self._patches(length, dataset.sources[0])
         montages: dict[tuple, int] = {}
         montage_of = np.empty(len(dataset.recordings), dtype=np.int64)
-        members: list[Any] = []
+        members: list[tuple[Any, int]] = []  # (windows, recording index) of each montage's first recording
+        identity_of = getattr(dataset, "identities", None) or [None] * len(dataset.recordings)
         for r, w in enumerate(dataset.recordings):
-            ident = (tuple(w.channels), w.positions.tobytes(), w.types.tobytes())
+            identity = b"" if identity_of[r] is None else np.asarray(identity_of[r]).tobytes()
+            ident = (tuple(w.channels), w.positions.tobytes(), w.types.tobytes(), identity)
             montage_of[r] = montages.setdefault(ident, len(montages))
             if montage_of[r] == len(members):
-                members.append(w)
-        width = max(len(w.channels) for w in members)
+                members.append((w, r))
+        width = max(len(w.channels) for w, _ in members)
         tokens = width * patches
-        counts = np.array([len(w.channels) for w in members])
+        counts = np.array([len(w.channels) for w, _ in members])
         pad = np.arange(tokens)[None, :] >= (counts * patches)[:, None]  # [M, C_max * P]
         coords = np.zeros((len(members), tokens, 4), dtype=np.float32)
-        kinds = np.zeros((len(members), tokens, 1), dtype=np.int64)
-        for m, w in enumerate(members):
+        kinds = np.zeros((len(members), tokens, 2 if self.channel_vocab else 1), dtype=np.int64)
+        for m, (w, r) in enumerate(members):
             n = counts[m] * patches
-            coords[m, :n], kinds[m, :n] = token_layout(w.positions, w.types, patches)
+            identities = self._identities(identity_of[r], len(w.channels), dataset.sources[r])
+            coords[m, :n], kinds[m, :n] = token_layout(w.positions, w.types, patches, identities)
         meta = [{"channels": list(w.channels), "num_channels": int(c), "num_patches": patches}
-                for w, c in zip(members, counts)]
+                for (w, _), c in zip(members, counts)]
         cached[length] = _MontageTables(patches, montage_of, pad, coords, kinds, meta)
         return cached[length]
 
@@ -178,6 +190,19 @@ class EEGModality(Modality):
         state = dict(self.__dict__)
         state["_tables"] = weakref.WeakKeyDictionary()  # weak references do not pickle; a worker builds its own
         return state
+
+    def _identities(self, identities: Any, channels: int, source: str) -> np.ndarray | None:
+        """The identity column of a sample's channels: None without ``channel_vocab``; a
+        :class:`DataError` when the data set identifies channels by index and the table is
+        missing or too small for them."""
+        ids = np.zeros(channels, np.int64) if identities is None else np.asarray(identities, dtype=np.int64)
+        largest = int(ids.max()) if ids.size else 0
+        if largest >= max(self.channel_vocab, 1):
+            raise DataError(f"{source}: {largest} channel names have no position and are identified by index "
+                            f"(data.unknown_channels: index), but modality.channel_vocab is {self.channel_vocab}; "
+                            f"set modality.channel_vocab to at least {largest + 1} (one more than the data set's "
+                            f"channel_vocabulary) so that the encoder learns an identity for each")
+        return ids if self.channel_vocab else None
 
     def _check_rate(self, rate: float, source: str) -> None:
         if abs(float(rate) - self.sfreq) > 1e-6:
@@ -205,17 +230,22 @@ class EEGModality(Modality):
         return plot_traces(batch, hidden, predictions, path, self.patch, self.sfreq, self.amplitude_scale)
 
 
-def token_layout(positions: Any, types: Any, patches: int) -> tuple[np.ndarray, np.ndarray]:
+def token_layout(positions: Any, types: Any, patches: int,
+                 identities: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Coordinates (C * P, 4) float32, each sensor's (x, y, z) then the patch index, and kinds
-    (C * P, 1) int64, in channel-major token order (token ``c * P + p``): the one layout that
-    per-sample ``tokenize`` and the batched montage tables both use."""
+    (C * P, 1) int64, the sensor type (and the channel identity as a second column when
+    ``identities`` (C,) is given), in channel-major token order (token ``c * P + p``): the one
+    layout that per-sample ``tokenize`` and the batched montage tables both use."""
     positions = np.asarray(positions, dtype=np.float32)
     types = np.asarray(types, dtype=np.int64)
     channels = len(types)
     coords = np.empty((channels * patches, 4), dtype=np.float32)
     coords[:, :3] = np.repeat(positions, patches, axis=0)
     coords[:, 3] = np.tile(np.arange(patches, dtype=np.float32), channels)
-    return coords, np.repeat(types, patches)[:, None]
+    kinds = np.repeat(types, patches)[:, None]
+    if identities is not None:
+        kinds = np.concatenate([kinds, np.repeat(np.asarray(identities, dtype=np.int64), patches)[:, None]], axis=1)
+    return coords, kinds
 
 
 @dataclass
@@ -223,7 +253,7 @@ class _MontageTables:
     """Per-montage token tables for one window length (see EEGModality._montage_tables).
 
     ``montage_of`` (R,) maps each recording to its montage; ``pad`` (M, N), ``coords``
-    (M, N, 4) and ``kinds`` (M, N, 1) cover N = widest montage's channels x ``patches``
+    (M, N, 4) and ``kinds`` (M, N, 1 or 2) cover N = widest montage's channels x ``patches``
     tokens, zero (and True in ``pad``) after a montage's own channels; ``meta`` one dict
     per montage.
     """

@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from omnissl import hookimpl
-from omnissl_eeg.datasets import EEGFolder
+from omnissl_eeg.datasets import EEGFolder, EEGManifest
 from omnissl_eeg.modality import EEGModality
 from omnissl_eeg.uea import UEAEEG
 
@@ -18,7 +18,7 @@ def omnissl_modalities() -> dict[str, Callable[..., Any]]:
 
 @hookimpl
 def omnissl_datasets() -> dict[str, Callable[..., Any]]:
-    return {"eeg_folder": EEGFolder, "uea_eeg": UEAEEG}
+    return {"eeg_folder": EEGFolder, "eeg_manifest": EEGManifest, "uea_eeg": UEAEEG}
 
 
 @hookimpl

@@ -3,8 +3,10 @@
 Order (Jiang et al., "Large Brain Model for Learning Generic Representations with
 Tremendous EEG Data in BCI", ICLR 2024, section 3 / appendix): pick sensor types,
 drop unusable (NaN or flat) channels, locate sensors, band-pass, notch, resample,
-re-reference, scale to field units, cut windows with a stride, reject windows whose
-peak-to-peak amplitude is implausible. Everything numerical is done by MNE.
+(epochs: crop to tmin/tmax), re-reference, scale to field units, cut windows with a stride,
+drop windows overlapping ``BAD_``/``EDGE`` annotations (as MNE's ``reject_by_annotation``),
+reject windows whose peak-to-peak amplitude is implausible. Everything numerical is done by MNE,
+under MNE's ``warning`` log level: a cold cache of hundreds of files prints no line per file.
 """
 
 from __future__ import annotations
@@ -43,8 +45,13 @@ class Preprocessing:
         stride_seconds: step between window starts; None means ``window_seconds`` (no overlap).
         reject: peak-to-peak limit per sensor type in field units; a window with any channel
             above its limit is dropped. None keeps every window.
-        unknown_channels: ``"drop"`` (with a warning) or ``"error"`` for channels with no position.
+        unknown_channels: for channels with no position: ``"drop"`` (with a warning), ``"error"``,
+            or ``"index"`` (kept at position 0, identified by a learned per-channel embedding).
         flat_threshold: a channel whose standard deviation (field units) is below this is flat.
+        reject_by_annotation: drop the windows of a continuous recording that overlap an
+            annotation whose description starts with ``BAD`` or ``EDGE`` (as MNE does).
+        tmin: epochs only: the start of each epoch, in seconds from its event; None keeps the epochs' own.
+        tmax: epochs only: the end (excluded), in seconds from the event; None keeps the epochs' own.
     """
 
     pick: tuple[str, ...] = SENSOR_TYPES
@@ -58,6 +65,9 @@ class Preprocessing:
     reject: dict[str, float] | None = field(default_factory=lambda: dict(DEFAULT_REJECT))
     unknown_channels: str = "drop"
     flat_threshold: float = 1e-3
+    reject_by_annotation: bool = True
+    tmin: float | None = None
+    tmax: float | None = None
 
     def __post_init__(self) -> None:
         bad = [t for t in self.pick if t not in SENSOR_TYPES]
@@ -65,8 +75,11 @@ class Preprocessing:
             raise DataError(f"data.pick must list some of {', '.join(SENSOR_TYPES)}, got {list(self.pick)}")
         if self.reference not in (None, "average"):
             raise DataError(f"data.reference must be 'average' or null, got {self.reference!r}")
-        if self.unknown_channels not in ("drop", "error"):
-            raise DataError(f"data.unknown_channels must be 'drop' or 'error', got {self.unknown_channels!r}")
+        if self.unknown_channels not in ("drop", "error", "index"):
+            raise DataError(f"data.unknown_channels must be 'drop', 'error' or 'index', got "
+                            f"{self.unknown_channels!r}")
+        if self.tmin is not None and self.tmax is not None and self.tmax <= self.tmin:
+            raise DataError(f"data.tmax ({self.tmax}) must be after data.tmin ({self.tmin})")
         if self.window_seconds is not None and self.window_seconds <= 0:
             raise DataError(f"data.window_seconds must be positive, got {self.window_seconds}")
 
@@ -85,12 +98,18 @@ class Windows:
         types: (num_channels,) int64 index into :data:`SENSOR_TYPES`.
         positions: (num_channels, 3) float32 sensor positions in metres.
         sfreq: sampling rate in Hz.
-        labels: (num_windows,) labels (epochs' event codes), or None.
-        report: what was dropped: ``bad_channels`` (name -> reason), ``rejected`` (window count,
-            by amplitude), ``nonfinite`` (windows with NaN/inf samples); and ``windows`` (count
-            before rejection), ``seconds`` (longest segment), ``reject`` (the limits used),
-            ``ptp`` (sensor type -> median peak-to-peak over windows and channels) for
-            :func:`no_window_reason`.
+        labels: (num_windows,) labels given with the data (in-memory arrays), or None.
+        events: per window, the names of the events it falls in, most specific first (see
+            :func:`window_events`): an epoch's event name, or the annotations of a continuous
+            recording (BIDS: its ``events.tsv``); None when the recording has none.
+        report: ``kind`` (``"raw"`` or ``"epochs"``), ``sample`` (``"window"``, or ``"epoch"`` for
+            whole epochs); what was dropped: ``bad_channels`` (name -> reason), ``no_position``
+            (channels without a position, dropped), ``rejected`` (window count, by amplitude),
+            ``annotated`` (windows overlapping BAD_/EDGE annotations), ``nonfinite`` (windows with
+            NaN/inf samples); ``indexed`` (channels without a position kept, identified by index);
+            and ``windows`` (count before rejection), ``seconds`` (longest segment), ``reject``
+            (the limits used), ``ptp`` (sensor type -> median peak-to-peak over windows and
+            channels) for :func:`no_window_reason`.
     """
 
     data: np.ndarray
@@ -99,13 +118,14 @@ class Windows:
     positions: np.ndarray
     sfreq: float
     labels: np.ndarray | None = None
+    events: list[list[str]] | None = None
     report: dict[str, Any] = field(default_factory=dict)
 
     def meta(self) -> dict[str, Any]:
         """Everything but the data, JSON-serialisable (the cache's side file)."""
         return {"channels": self.channels, "types": self.types.tolist(), "positions": self.positions.tolist(),
                 "sfreq": self.sfreq, "labels": None if self.labels is None else self.labels.tolist(),
-                "report": self.report, "shape": list(self.data.shape)}
+                "events": self.events, "report": self.report, "shape": list(self.data.shape)}
 
     def __getstate__(self) -> dict[str, Any]:
         """A memory-mapped cache pickles as its file name (to DataLoader workers started by
@@ -177,11 +197,15 @@ def _all_unusable(bad: dict[str, str], stds: dict[str, float], types: list[str],
 
 def no_window_reason(windows: Windows, settings: Preprocessing | None = None) -> str:
     """Why a recording yielded no window: every window rejected (with the limits, the typical
-    peak-to-peak found and a unit diagnosis), non-finite, or the recording shorter than a window."""
+    peak-to-peak found and a unit diagnosis), non-finite, overlapping BAD_ annotations, or the
+    recording shorter than a window."""
     report = windows.report
     total, rejected = int(report.get("windows", 0)), int(report.get("rejected", 0))
-    nonfinite = int(report.get("nonfinite", 0))
-    if total and rejected + nonfinite >= total and rejected:
+    nonfinite, annotated = int(report.get("nonfinite", 0)), int(report.get("annotated", 0))
+    if total and annotated >= total:
+        return (f"every window ({total}) overlaps a BAD_ or EDGE annotation (a segment marked bad in the "
+                f"recording); set data.reject_by_annotation: false to keep them")
+    if total and rejected + nonfinite + annotated >= total and rejected:
         limits = report.get("reject") or {}
         ptp = {t: v for t, v in (report.get("ptp") or {}).items() if t in limits}  # the types with a limit
         found = ", ".join(f"{t} {ptp[t]:.3g} {UNIT_NAME[t]}" for t in ptp)
@@ -193,10 +217,12 @@ def no_window_reason(windows: Windows, settings: Preprocessing | None = None) ->
                 f"(samples about 1e{power} too large, e.g. millivolts or volts stored where the file's unit says "
                 f"microvolts); fix the file's units, or raise data.reject if such amplitudes are real"
                 if power >= 2 else "; raise data.reject if such amplitudes are real")
-        return (f"every window was rejected ({rejected} of {total}{f', {nonfinite} non-finite' if nonfinite else ''}): "
+        others = "".join(f", {n} {what}" for n, what in ((nonfinite, "non-finite"), (annotated, "in BAD_ annotations"))
+                         if n)
+        return (f"every window was rejected ({rejected} of {total}{others}): "
                 f"peak-to-peak above data.reject ({limit}); typical peak-to-peak found {found} "
                 f"(median over windows and channels){hint}")
-    if total and nonfinite >= total:
+    if total and nonfinite + annotated >= total:
         return f"every window ({total}) holds NaN or infinite values after scaling to field units"
     seconds = report.get("seconds")
     length = f" ({seconds:g} s)" if isinstance(seconds, (int, float)) else ""
@@ -207,6 +233,9 @@ def no_window_reason(windows: Windows, settings: Preprocessing | None = None) ->
 def preprocess(inst: Any, settings: Preprocessing, where: str, labels: np.ndarray | None = None) -> Windows:
     """Run the pipeline on an ``mne.io.Raw`` or ``mne.Epochs`` (modified in place; pass a copy to keep yours).
 
+    MNE runs at its ``warning`` level here: its informative lines ("Reading 0 ... 99", one per
+    file) are not printed, its warnings are.
+
     Args:
         inst: a preloadable Raw or Epochs.
         settings: the preprocessing settings.
@@ -216,6 +245,13 @@ def preprocess(inst: Any, settings: Preprocessing, where: str, labels: np.ndarra
     Returns:
         :class:`Windows` (possibly with zero windows, when all were rejected).
     """
+    import mne
+
+    with mne.use_log_level("warning"):
+        return _preprocess(inst, settings, where, labels)
+
+
+def _preprocess(inst: Any, settings: Preprocessing, where: str, labels: np.ndarray | None) -> Windows:
     import mne
 
     is_epochs = isinstance(inst, mne.BaseEpochs)
@@ -233,9 +269,7 @@ def preprocess(inst: Any, settings: Preprocessing, where: str, labels: np.ndarra
         raise DataError(f"cannot read the samples of {where} (damaged or truncated?): {type(exc).__name__}: "
                         f"{exc}") from exc
     bad = _drop_unusable(inst, where, settings)
-    keep, positions = channel_positions(inst.info, where, settings.unknown_channels)
-    if not keep:
-        raise DataError(f"{where}: no usable channel with a known position is left")
+    keep, positions, unlocated = channel_positions(inst.info, where, settings.unknown_channels)
     inst.pick(keep)
     nyquist = inst.info["sfreq"] / 2
     h_freq = settings.h_freq if settings.h_freq is not None and settings.h_freq < nyquist else None
@@ -247,6 +281,8 @@ def preprocess(inst: Any, settings: Preprocessing, where: str, labels: np.ndarra
             inst.notch_filter(line, verbose="error")
     if inst.info["sfreq"] != settings.sfreq:
         inst.resample(settings.sfreq, verbose="error")
+    if is_epochs and (settings.tmin is not None or settings.tmax is not None):
+        _crop_epochs(inst, settings, where)
     types_named = inst.get_channel_types()
     if settings.reference == "average" and types_named.count("eeg") > 1:
         inst.set_eeg_reference("average", projection=False, verbose="error")
@@ -255,8 +291,23 @@ def preprocess(inst: Any, settings: Preprocessing, where: str, labels: np.ndarra
     data = data if is_epochs else data[None]  # [E, C, T]
     with np.errstate(over="ignore"):  # a sample beyond float32's range becomes inf, dropped below with a warning
         data = (data * scale).astype(np.float32)
-    windows, owner = cut_windows(data, settings)
+    windows, owner, starts = cut_windows(data, settings)
     total = len(windows)
+    if is_epochs:
+        names = {code: name for name, code in inst.event_id.items()}
+        events: list[list[str]] | None = [[names.get(int(code), str(int(code)))] for code in inst.events[:, 2]]
+        events = [events[e] for e in owner.tolist()]
+        annotated = 0
+    else:
+        bad_spans, labelled = _annotation_spans(inst)
+        length = windows.shape[2]
+        annotated_mask = (_overlapping(starts, length, bad_spans) if settings.reject_by_annotation
+                          else np.zeros(len(starts), bool))
+        annotated = int(annotated_mask.sum())
+        events = window_events(starts, length, labelled) if labelled else None
+        if annotated:
+            windows, owner, starts = windows[~annotated_mask], owner[~annotated_mask], starts[~annotated_mask]
+            events = None if events is None else [e for e, out in zip(events, annotated_mask) if not out]
     # No NaN or inf ever reaches the cache or a statistic: NaN channels were dropped above, but a
     # finite sample beyond float32's range after scaling (a corrupt 1e35 V sample) becomes inf here.
     nonfinite = 0
@@ -267,6 +318,7 @@ def preprocess(inst: Any, settings: Preprocessing, where: str, labels: np.ndarra
             warnings.warn(f"{where}: dropped {nonfinite} window(s) holding NaN or infinite values after scaling "
                           f"to field units (samples beyond float32's range: a corrupt sample or a wrong unit)")
             windows, owner = windows[finite], owner[finite]
+            events = None if events is None else [e for e, ok in zip(events, finite) if ok]
     rejected, ptp_typical = 0, {}
     if settings.reject and len(windows):
         peak = np.ptp(windows, axis=2)  # [W, C]
@@ -274,8 +326,10 @@ def preprocess(inst: Any, settings: Preprocessing, where: str, labels: np.ndarra
         ok = (peak <= limit).all(axis=1)
         rejected = int((~ok).sum())
         windows, owner = windows[ok], owner[ok]
+        events = None if events is None else [e for e, kept in zip(events, ok) if kept]
         ptp_typical = {t: float(np.median(peak[:, [c for c, u in enumerate(types_named) if u == t]]))
                        for t in dict.fromkeys(types_named)}
+    indexed = unlocated if settings.unknown_channels == "index" else []
     return Windows(
         data=np.ascontiguousarray(windows),
         channels=list(inst.ch_names),
@@ -283,21 +337,86 @@ def preprocess(inst: Any, settings: Preprocessing, where: str, labels: np.ndarra
         positions=positions.astype(np.float32),
         sfreq=float(inst.info["sfreq"]),
         labels=None if labels is None else np.asarray(labels)[owner],
-        report={"bad_channels": bad, "rejected": rejected, "nonfinite": nonfinite, "windows": total,
+        events=events,
+        report={"kind": "epochs" if is_epochs else "raw",
+                "sample": "epoch" if is_epochs and settings.window_seconds is None else "window",
+                "bad_channels": bad, "no_position": [] if indexed else unlocated, "indexed": indexed,
+                "rejected": rejected, "annotated": annotated, "nonfinite": nonfinite, "windows": total,
                 "seconds": float(data.shape[2] / inst.info["sfreq"]),
                 "reject": dict(settings.reject) if settings.reject else None, "ptp": ptp_typical},
     )
 
 
-def cut_windows(data: np.ndarray, settings: Preprocessing) -> tuple[np.ndarray, np.ndarray]:
-    """(E, C, T) segments -> (W, C, L) windows and (W,) index of the segment each came from."""
+def _crop_epochs(epochs: Any, settings: Preprocessing, where: str) -> None:
+    """Crop epochs to ``[tmin, tmax)`` seconds from their event, within the epochs' own span."""
+    start, stop = float(epochs.tmin), float(epochs.tmax)
+    tmin = start if settings.tmin is None else settings.tmin
+    tmax = stop if settings.tmax is None else settings.tmax
+    step = 0.5 / epochs.info["sfreq"]  # half a sample: the epochs' last sample time is their tmax
+    if tmin < start - step or tmax > stop + 2 * step:
+        raise DataError(f"{where}: data.tmin/tmax ({tmin:g}, {tmax:g} s) reach outside its epochs, which span "
+                        f"{start:g} to {stop:g} s around their events")
+    epochs.crop(tmin, min(tmax, stop), include_tmax=tmax > stop + step / 2)
+
+
+def _annotation_spans(raw: Any) -> tuple[np.ndarray, list[tuple[int, int, str]]]:
+    """A continuous recording's annotations in samples from its first sample: (K, 2) ``[onset, end)``
+    of those whose description starts with BAD or EDGE (as MNE's ``reject_by_annotation``), and
+    (onset, end, description) of the others, latest onset first."""
+    annotations = raw.annotations
+    if not len(annotations):
+        return np.zeros((0, 2), np.int64), []
+    sfreq = raw.info["sfreq"]
+    onsets = np.round((annotations.onset - raw.first_time) * sfreq).astype(np.int64)  # onsets count from orig_time
+    ends = onsets + np.round(annotations.duration * sfreq).astype(np.int64)
+    bad = np.array([d.upper().startswith(("BAD", "EDGE")) for d in annotations.description], dtype=bool)
+    others = [(int(o), int(e), str(d)) for o, e, d, b in zip(onsets, ends, annotations.description, bad) if not b]
+    others.sort(key=lambda span: -span[0])
+    return np.stack([onsets[bad], ends[bad]], axis=1), others
+
+
+def _overlapping(starts: np.ndarray, length: int, spans: np.ndarray) -> np.ndarray:
+    """(W,) whether each window ``[start, start + length)`` overlaps a span ``[onset, end)``; a
+    zero-length span (a boundary) overlaps the windows it falls strictly inside."""
+    hit = np.zeros(len(starts), dtype=bool)
+    for onset, end in spans.tolist():
+        if end > onset:
+            hit |= (starts < end) & (starts + length > onset)
+        else:
+            hit |= (starts < onset) & (starts + length > onset)
+    return hit
+
+
+def window_events(starts: np.ndarray, length: int, spans: list[tuple[int, int, str]]) -> list[list[str]]:
+    """The events each window falls in, most specific first: an annotation with a duration holds
+    a window when it holds the window's centre sample; a zero-duration one (an event marker)
+    holds the windows it falls inside. Among several, the latest onset comes first.
+
+    Args:
+        starts: (W,) window starts in samples.
+        length: window length in samples.
+        spans: (onset, end, description) in samples, latest onset first.
+    """
+    centres = starts + length // 2
+    found: list[list[str]] = [[] for _ in range(len(starts))]
+    for onset, end, description in spans:
+        held = (centres >= onset) & (centres < end) if end > onset else (starts <= onset) & (starts + length > onset)
+        for w in np.flatnonzero(held).tolist():
+            found[w].append(description)
+    return found
+
+
+def cut_windows(data: np.ndarray, settings: Preprocessing) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(E, C, T) segments -> (W, C, L) windows, (W,) index of the segment each came from, and
+    (W,) the sample each starts at in its segment."""
     if settings.window_seconds is None:
-        return data, np.arange(len(data))
+        return data, np.arange(len(data)), np.zeros(len(data), dtype=np.int64)
     length = int(round(settings.window_seconds * settings.sfreq))
     stride = int(round((settings.stride_seconds or settings.window_seconds) * settings.sfreq))
     if data.shape[2] < length:
-        return np.zeros((0, data.shape[1], length), np.float32), np.zeros(0, dtype=np.int64)
+        return (np.zeros((0, data.shape[1], length), np.float32), np.zeros(0, dtype=np.int64),
+                np.zeros(0, dtype=np.int64))
     starts = np.arange(0, data.shape[2] - length + 1, stride)
     view = np.lib.stride_tricks.sliding_window_view(data, length, axis=2)[:, :, starts]  # [E, C, W, L]
     windows = view.transpose(0, 2, 1, 3).reshape(-1, data.shape[1], length)
-    return windows, np.repeat(np.arange(len(data)), len(starts))
+    return windows, np.repeat(np.arange(len(data)), len(starts)), np.tile(starts, len(data))

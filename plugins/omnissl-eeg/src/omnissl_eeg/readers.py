@@ -1,12 +1,17 @@
-"""Finding and opening recordings: EDF, BDF, FIF, BrainVision and EEGLAB through MNE, and BIDS trees.
+"""Finding and opening recordings: EDF, BDF, FIF, BrainVision and EEGLAB through MNE, MNE epochs
+files, and BIDS trees.
 
 MNE's ``mne.io.read_raw`` picks the reader from the extension; a BIDS tree is read with
-MNE-BIDS, which also applies ``channels.tsv`` (types, bad channels) and
-``electrodes.tsv`` (positions).
+MNE-BIDS, which also applies ``channels.tsv`` (types, bad channels), ``electrodes.tsv``
+(positions) and ``events.tsv`` (as annotations). A FIF file may hold epochs instead of a
+continuous recording: named so (``*-epo.fif``, MNE's convention) or not, it is read with
+``mne.read_epochs``. FIF files of other kinds (evoked averages, covariances, solutions) are
+recognised by name and reported, never read.
 """
 
 from __future__ import annotations
 
+import re
 import warnings
 from pathlib import Path
 from typing import Any
@@ -14,20 +19,44 @@ from typing import Any
 from omnissl.errors import DataError
 
 EXTENSIONS: tuple[str, ...] = (".edf", ".bdf", ".fif", ".vhdr", ".set")
-# FIF files of other kinds that are not continuous recordings.
-_NOT_RAW = ("-epo.fif", "-ave.fif", "-cov.fif", "-fwd.fif", "-inv.fif", "-trans.fif", "-epo.fif.gz")
+# MNE's names for epochs files (mne.Epochs.save warns on any other name).
+_EPOCHS = ("-epo.fif", "_epo.fif", "-epo.fif.gz", "_epo.fif.gz")
+# FIF files MNE writes that hold no recording, by MNE's name suffix: what each holds.
+OTHER_KINDS: dict[str, str] = {
+    "ave": "evoked responses: averaged epochs", "cov": "a noise covariance", "fwd": "a forward solution",
+    "inv": "an inverse operator", "trans": "a head<->MRI transform", "sol": "a BEM solution",
+    "bem": "a BEM model", "src": "a source space", "proj": "SSP projectors", "ica": "an ICA decomposition",
+}
+_OTHER = re.compile(r"[-_](" + "|".join(OTHER_KINDS) + r")(-sol)?\.fif(\.gz)?$", re.IGNORECASE)
 
 
-def find_recordings(root: Path) -> list[Path]:
-    """Every recording under ``root`` (recursive, sorted), by extension; ``.fif.gz`` too."""
-    found = []
+def is_epochs_name(path: Path) -> bool:
+    """Whether ``path`` is named as an MNE epochs file (``*-epo.fif``, ``*_epo.fif``, ``.gz`` too)."""
+    return path.name.lower().endswith(_EPOCHS)
+
+
+def other_kind(path: Path) -> str | None:
+    """What a FIF file named as an MNE non-recording file holds (``x-ave.fif``: evoked responses), else None."""
+    found = _OTHER.search(path.name)
+    return OTHER_KINDS[found.group(1).lower()] if found else None
+
+
+def find_files(root: Path) -> tuple[list[Path], list[tuple[Path, str]]]:
+    """Every recording and epochs file under ``root`` (recursive, sorted), by extension
+    (``.fif.gz`` too), and the FIF files of other kinds, each with what it holds."""
+    found, others = [], []
     for path in sorted(root.rglob("*")):
         name = path.name.lower()
         if not path.is_file() or name.startswith("."):
             continue
-        if (path.suffix.lower() in EXTENSIONS or name.endswith(".fif.gz")) and not name.endswith(_NOT_RAW):
+        if not (path.suffix.lower() in EXTENSIONS or name.endswith(".fif.gz")):
+            continue
+        kind = other_kind(path)
+        if kind is None:
             found.append(path)
-    return found
+        else:
+            others.append((path, kind))
+    return found, others
 
 
 def is_bids(root: Path) -> bool:
@@ -35,13 +64,15 @@ def is_bids(root: Path) -> bool:
     return (root / "dataset_description.json").is_file()
 
 
-def find_bids_recordings(root: Path) -> list[Path]:
-    """EEG and MEG recordings of a BIDS tree (``sub-*/[ses-*/]{eeg,meg}/*_{eeg,meg}.*``)."""
-    found = []
-    for path in find_recordings(root):
-        if path.parent.name in ("eeg", "meg") and path.stem.endswith(("_eeg", "_meg")):
-            found.append(path)
-    return found
+def is_bids_recording(path: Path) -> bool:
+    """An EEG or MEG recording of a BIDS tree (``sub-*/[ses-*/]{eeg,meg}/*_{eeg,meg}.*``)."""
+    return path.parent.name in ("eeg", "meg") and path.stem.endswith(("_eeg", "_meg"))
+
+
+def subject_of(path: Path) -> str | None:
+    """The BIDS subject of a file (``sub-01`` from ``sub-01/eeg/sub-01_task-rest_eeg.vhdr``), or None."""
+    found = re.search(r"(?:^|[/\\_])(sub-[A-Za-z0-9]+)", str(path))
+    return found.group(1) if found else None
 
 
 # MNE's warnings that mean the file is damaged, not merely unusual: it then goes on to read what
@@ -89,7 +120,7 @@ def edf_truncation(path: Path) -> str | None:
 
 
 def read_recording(path: Path, bids_root: Path | None = None) -> Any:
-    """Open one recording lazily as an ``mne.io.Raw``.
+    """Open one recording lazily as an ``mne.io.Raw``, or an epochs file as ``mne.Epochs``.
 
     A damaged file is refused rather than half-read: an EDF/BDF whose data disagree with its
     header (:func:`edf_truncation`), or any file MNE warns is damaged while opening it (a FIF
@@ -98,6 +129,9 @@ def read_recording(path: Path, bids_root: Path | None = None) -> Any:
     events would point past its end, and a file cut in transfer usually means a broken copy that
     copying again repairs. Skipped by name (``skipped``, and fatal under ``data.strict``), the
     user decides; one who wants the part that is there can fix the header's record count.
+
+    A FIF file is read as epochs when it is named so (``*-epo.fif``) or when it holds no raw
+    data but epochs (an epochs file under another name).
 
     Args:
         path: the recording file.
@@ -123,12 +157,33 @@ def read_recording(path: Path, bids_root: Path | None = None) -> Any:
                                               extension=path.suffix, **{k: v for k, v in entities.items()
                                                                        if k in ("subject", "session", "task",
                                                                                 "acquisition", "run")})
-                raw = mne_bids.read_raw_bids(bids_path, verbose="warning")
+                inst = mne_bids.read_raw_bids(bids_path, verbose="warning")
+            elif is_epochs_name(path):
+                inst = _read_epochs(path)
             else:
-                raw = mne.io.read_raw(path, preload=False, verbose="warning")
+                try:
+                    inst = mne.io.read_raw(path, preload=False, verbose="warning")
+                except ValueError as exc:
+                    if not str(exc).startswith("No raw data in"):
+                        raise
+                    inst = _read_epochs(path)  # a FIF holding epochs under another name
+    except DataError:
+        raise
     except Exception as exc:  # MNE raises many types (ValueError, RuntimeError, OSError, struct.error)
         raise DataError(f"cannot read {path}: {type(exc).__name__}: {exc}") from exc
     damage = [str(w.message) for w in caught if any(text in str(w.message) for text in _DAMAGED)]
     if damage:
         raise DataError(f"{path} is damaged (truncated or corrupted): MNE: {damage[0]}")
-    return raw
+    return inst
+
+
+def _read_epochs(path: Path) -> Any:
+    import mne
+
+    try:
+        return mne.read_epochs(path, preload=False, verbose="warning")
+    except ValueError as exc:
+        if "Could not find event data" in str(exc):  # an evoked, covariance, ... file
+            raise DataError(f"{path} holds neither a continuous recording nor epochs (an MNE file of another "
+                            f"kind: evoked responses, a covariance, a solution?); move it out of data.root") from exc
+        raise

@@ -52,18 +52,24 @@ def lookup_position(name: str) -> np.ndarray | None:
     return template_positions().get(clean_name(name))
 
 
-def channel_positions(info, where: str, unknown: str = "drop") -> tuple[list[int], np.ndarray]:
-    """Indices of channels with a known position, and their (C, 3) positions in metres.
+def channel_positions(info, where: str, unknown: str = "drop") -> tuple[list[int], np.ndarray, list[str]]:
+    """Indices of the channels to keep, their (C, 3) positions in metres, and the names of the
+    channels that have no position (kept or dropped, by ``unknown``).
 
     A channel's own location (``info["chs"][i]["loc"][:3]``) is used when it is set
     (MEG sensors, digitised EEG); otherwise an EEG channel is looked up by name in the
-    10-05 template. Channels with neither are dropped with one warning naming them and
-    ``where``, or raise :class:`DataError` when ``unknown="error"``.
+    10-05 template. Channels with neither are, by ``unknown``:
+
+    * ``"drop"``: dropped with one warning naming them and ``where``; when that leaves no
+      channel, a :class:`DataError` naming them and the remedies;
+    * ``"error"``: a :class:`DataError` naming them;
+    * ``"index"``: kept at position (0, 0, 0); the data set gives each such channel name a
+      learned identity (a ``kinds`` column) instead.
 
     Args:
         info: an ``mne.Info`` whose channels are all EEG or MEG.
         where: the file or object the channels come from, for messages.
-        unknown: ``"drop"`` or ``"error"``.
+        unknown: ``"drop"``, ``"error"`` or ``"index"``.
     """
     types = info.get_channel_types()
     keep: list[int] = []
@@ -77,14 +83,24 @@ def channel_positions(info, where: str, unknown: str = "drop") -> tuple[list[int
             pos = lookup_position(ch["ch_name"]) if types[i] == "eeg" else None
         if pos is None:
             missing.append(ch["ch_name"])
-            continue
+            if unknown != "index":
+                continue
+            pos = np.zeros(3, np.float32)
         keep.append(i)
         positions.append(pos)
-    if missing:
-        message = (f"{where}: no position for channel(s) {', '.join(missing)} (not in the recording's montage "
-                   f"and not a 10-05 electrode name)")
-        if unknown == "error":
-            raise DataError(message + "; set a montage on the recording, rename the channels, or set "
-                                      "data.unknown_channels=drop to drop them")
-        warnings.warn(message + "; dropped them")
-    return keep, np.stack(positions) if positions else np.zeros((0, 3), np.float32)
+    stacked = np.stack(positions) if positions else np.zeros((0, 3), np.float32)
+    if not missing or unknown == "index":
+        return keep, stacked, missing
+    names = ", ".join(missing[:20]) + (f" and {len(missing) - 20} more" if len(missing) > 20 else "")
+    message = (f"{where}: no position for channel(s) {names} (not in the recording's montage and not a 10-05 "
+               f"electrode name)")
+    remedy = ("set a montage on the recording (MNE's set_montage, or a BIDS electrodes.tsv), rename the channels "
+              "to 10-05 names, or set data.unknown_channels: index to give each channel a learned identity "
+              "instead of a position (weaker than real geometry; see docs/eeg.md)")
+    if unknown == "error":
+        raise DataError(f"{message}; {remedy}, or data.unknown_channels: drop to drop them")
+    if not keep:
+        raise DataError(f"{where}: no channel has a position, so data.unknown_channels: drop leaves none: {names}; "
+                        f"{remedy}")
+    warnings.warn(message + "; dropped them")
+    return keep, stacked, missing

