@@ -17,7 +17,7 @@ import pytest
 from rdkit import Chem, rdBase
 
 from omnissl.errors import DataError
-from omnissl_molecule.cache import write_cache
+from omnissl_molecule.cache import MoleculeRows, write_cache
 from omnissl_molecule.datasets import MoleculeFiles
 from omnissl_molecule.readers import tidy_rdkit_log
 
@@ -40,7 +40,7 @@ def assert_cache_finite(ds: MoleculeFiles) -> None:
     """Every float array on disk is finite; labels are finite or NaN ("no label"), never infinite."""
     for name in ("values", "coords", "distance"):
         assert np.isfinite(np.load(ds.cache.folder / f"{name}.npy")).all(), name
-    assert not np.isinf(np.load(ds.cache.folder / "labels.npy")).any()
+    assert not np.isinf(np.load(ds.cache.folder / "targets.npy")).any()
 
 
 def sdf_records(molecule_data_dir: Path) -> list[str]:
@@ -53,7 +53,7 @@ def test_invalid_smiles_give_one_warning_with_rdkits_reason_and_nothing_on_stder
     # Good molecules first: the old code re-enabled RDKit's log after featurising one, so later errors leaked.
     path.write_text("smiles,y\nCCO,1\nc1ccccc1,2\nC1CC(,3\nCC(C)(C)(C)(C)C,4\nCCN,5\n")
     capfd.readouterr()
-    ds, messages = load([path], tmp_path / "cache", label="y")
+    ds, messages = load([path], tmp_path / "cache", label_column="y")
     err = capfd.readouterr().err
     assert not RDKIT_LINE.search(err), f"raw RDKit output on stderr: {err!r}"
     assert len(ds) == 3 and [where for where, _ in ds.skipped] == [f"{path}, line 4", f"{path}, line 5"]
@@ -103,7 +103,7 @@ def test_rdkit_log_settings_are_left_as_they_were(tmp_path):
 def test_infinite_labels_are_skipped_and_nan_means_unlabelled(tmp_path, molecule_data_dir):
     path = tmp_path / "labels.csv"
     path.write_text("smiles,y\nCCO,1.5\nCCC,inf\nCCN,-Infinity\nCCCl,1e400\nc1ccccc1,nan\nCC,\nCO,2\n")
-    ds, messages = load([path], tmp_path / "cache", label="y")
+    ds, messages = load([path], tmp_path / "cache", label_column="y")
     assert [where for where, _ in ds.skipped] == [f"{path}, line {k}" for k in (3, 4, 5)]
     assert all("its label is" in m and "not a finite number" in m for m in skips(messages))
     assert ds.labels[0] == 1.5 and np.isnan(ds.labels[1:3]).all() and ds.labels[3] == 2.0 and len(ds) == 4
@@ -114,11 +114,11 @@ def test_infinite_labels_are_skipped_and_nan_means_unlabelled(tmp_path, molecule
     records[2] = records[2].replace("$$$$\n", "> <y>\n-3.25\n\n$$$$\n")
     sdf = tmp_path / "labels.sdf"
     sdf.write_text("".join(records))
-    ds, _ = load([sdf], tmp_path / "cache-sdf", label="y")
+    ds, _ = load([sdf], tmp_path / "cache-sdf", label_column="y")
     assert [where for where, _ in ds.skipped] == [f"{sdf}, record 2"]
     assert np.isnan(ds.labels[0]) and ds.labels[1] == -3.25
     with pytest.raises(DataError, match=r"line 3: its label is inf"):
-        MoleculeFiles([str(path)], label="y", cache_dir=str(tmp_path / "strict"), strict=True)
+        MoleculeFiles([str(path)], label_column="y", cache_dir=str(tmp_path / "strict"), strict=True)
 
 
 @pytest.mark.parametrize("value", ["nan", "inf", "1e39"])  # 1e39 parses, but is infinite as float32
@@ -143,11 +143,16 @@ def test_the_cache_refuses_non_finite_numbers(tmp_path, cdk2_dataset):
     good = cdk2_dataset[0]["molecule"]
     broken = cdk2_dataset[1]["molecule"]
     broken.distance[0, 1] = np.nan
+
+    def rows(*labels):
+        return MoleculeRows(np.array(labels, dtype=np.float64)[:, None], np.zeros(len(labels)),
+                            np.arange(1, len(labels) + 1), [""] * len(labels))
+
     with pytest.raises(ValueError, match="non-finite distance"):
-        write_cache(tmp_path / "a", [good, broken], np.array([1.0, 2.0]), {})
+        write_cache(tmp_path / "a", [good, broken], rows(1.0, 2.0), {})
     with pytest.raises(ValueError, match="infinite labels"):
-        write_cache(tmp_path / "b", [good], np.array([np.inf]), {})
-    write_cache(tmp_path / "c", [good], np.array([np.nan]), {})  # NaN: no label, allowed
+        write_cache(tmp_path / "b", [good], rows(np.inf), {})
+    write_cache(tmp_path / "c", [good], rows(np.nan), {})  # NaN: no label, allowed
     assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists() and (tmp_path / "c").is_dir()
 
 

@@ -40,7 +40,8 @@ ATOM_VALUE_DIM = 2  # degree / 4, mass / 100
 MAX_PATH = 255      # shortest-path lengths are stored as uint8; disconnected pairs get this value
 # Bump when the arrays below change meaning, or which molecules are kept: it is part of the cache key.
 # 2: molecules with an infinite label or non-finite coordinates are skipped (older caches may hold them).
-FEATURE_VERSION = 2
+# 3: several label columns (targets.npy), each molecule's source file and row, its scaffold; written in chunks.
+FEATURE_VERSION = 3
 
 
 @dataclass
