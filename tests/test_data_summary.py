@@ -99,3 +99,20 @@ def test_the_data_summary_names_samples_skips_labels_groups_split_and_each_targe
     assert probe["targets"]["digit"]["pretrained"] == {k: probe["pretrained"][k] for k in ("linear", "knn")}
     assert np.isfinite(probe["targets"]["ink"]["baseline"]["linear"])
     assert "target ink:" in result.stdout
+
+
+def test_sample_metadata_joins_features_back_to_their_source_rows():
+    from omnissl.eval.run import sample_metadata
+
+    class Table:
+        labels = np.array([1.0, np.nan, 3.0])
+        targets = {"logp": np.array([0.5, 1.5, 2.5]), "tpsa": np.array([10.0, np.nan, 30.0])}
+        source_files = ["a.csv", "a.csv", "b.csv"]
+        source_rows = [1, 3, 1]  # row 2 of a.csv was dropped (max_atoms): nothing shifts
+
+        def __len__(self):
+            return 3
+
+    meta = sample_metadata(Table())
+    assert set(meta) == {"labels", "source_files", "source_rows", "target:logp", "target:tpsa"}
+    assert meta["source_rows"].tolist() == [1, 3, 1] and meta["source_files"][2] == "b.csv"

@@ -68,6 +68,9 @@ def test_run_folder_layout_loss_falls_and_probes(tmp_path):
     np.testing.assert_allclose(run_features(out, mine, pool="mean_max"), direct.numpy(), rtol=1e-4, atol=1e-5)
     np.testing.assert_allclose(features[[0, 5, 9]], direct[:, :32].numpy(), rtol=1e-4, atol=1e-5)
     np.testing.assert_allclose(run_features(out, data=["data.val_fraction=0.5"]), features, rtol=1e-5, atol=1e-6)
+    again, meta = run_features(out, metadata=True)  # what joins each row back to its sample
+    np.testing.assert_allclose(again, features, rtol=1e-5, atol=1e-6)
+    assert meta["labels"].tolist() == DigitsDataset().labels.tolist()
     with pytest.raises(OmnisslError, match=r"data section only; got \['train.steps=3'\]"):
         run_features(out, data=["train.steps=3"])
 

@@ -45,8 +45,8 @@ def _load_run(run_dir: Path, registry: Registry,
 
 
 def run_features(run_dir: Path | str, dataset: Any = None, *, data: Sequence[str] = (), batch_size: int = 64,
-                 pool: PoolName | None = None, device: str | None = None,
-                 registry: Registry | None = None) -> np.ndarray:
+                 pool: PoolName | None = None, device: str | None = None, registry: Registry | None = None,
+                 metadata: bool = False) -> np.ndarray | tuple[np.ndarray, dict[str, np.ndarray]]:
     """Pooled features of a run's pre-trained encoder for every sample of ``dataset``.
 
     The samples are tokenised as in training, without augmentation (``tokenize`` or
@@ -61,8 +61,12 @@ def run_features(run_dir: Path | str, dataset: Any = None, *, data: Sequence[str
             (``["data.root=/my/recordings"]``): other data, the run's own preprocessing.
         pool: ``mean``, ``max`` or ``mean_max``; default: the recipe's ``probe.pool``.
         device: default: the recipe's ``train.device``.
+        metadata: also return what the data set knows of each sample, to join the features
+            back to their source: ``labels``, ``groups``, each of ``targets``, ``source_files``,
+            ``source_rows`` (whichever it has), as arrays of length ``len(dataset)``.
     Returns:
-        (len(dataset), dim) float32, or (len(dataset), 2 * dim) for ``mean_max``.
+        (len(dataset), dim) float32, or (len(dataset), 2 * dim) for ``mean_max``; with
+        ``metadata``, the pair (features, metadata).
     """
     bad = [text for text in data if not text.startswith("data.")]
     if bad:
@@ -73,7 +77,22 @@ def run_features(run_dir: Path | str, dataset: Any = None, *, data: Sequence[str
         dataset = build_dataset(recipe, registry)
     target = pick_device(device or recipe.train.device)
     tokens = TokenDataset(dataset, modality)
-    return encode(encoder.to(target), tokens, np.arange(len(dataset)), batch_size, target, pool or recipe.probe.pool)
+    features = encode(encoder.to(target), tokens, np.arange(len(dataset)), batch_size, target,
+                      pool or recipe.probe.pool)
+    return (features, sample_metadata(dataset)) if metadata else features
+
+
+def sample_metadata(dataset: Any) -> dict[str, np.ndarray]:
+    """The per-sample attributes of a data set (labels, groups, targets, source files and rows)."""
+    out: dict[str, np.ndarray] = {}
+    for name in ("labels", "groups", "source_files", "source_rows"):
+        values = getattr(dataset, name, None)
+        if values is not None and len(values) == len(dataset):
+            out[name] = np.asarray(values)
+    for name, values in (getattr(dataset, "targets", None) or {}).items():
+        if len(values) == len(dataset):
+            out[f"target:{name}"] = np.asarray(values)
+    return out
 
 
 @dataclass
