@@ -85,17 +85,17 @@ def test_nothing_readable_is_a_clear_error(tmp_path):
 def test_cache_is_reused_and_keyed_by_file_and_settings(ct_phantom_folder, tmp_path):
     cache = tmp_path / "cache"
     first, _ = _volumes(ct_phantom_folder, cache)
-    entries = sorted(p.name for p in first.cache.folder.iterdir())
+    entries = sorted(p.name for p in first.parts[0].folder.iterdir())
     assert len(entries) == 4  # one cached tensor per volume
     second, _ = _volumes(ct_phantom_folder, cache)
-    assert sorted(p.name for p in second.cache.folder.iterdir()) == entries  # warm: nothing recomputed
+    assert sorted(p.name for p in second.parts[0].folder.iterdir()) == entries  # warm: nothing recomputed
     np.testing.assert_array_equal(first[0]["image"].numpy(), second[0]["image"].numpy())
     path = ct_phantom_folder / "p0.nii.gz"
     path.write_bytes(path.read_bytes())  # new modification time: a new cache entry for that file only
     third, _ = _volumes(ct_phantom_folder, cache)
-    assert len(list(third.cache.folder.iterdir())) == 5
+    assert len(list(third.parts[0].folder.iterdir())) == 5
     other = CTVolumes(root=str(ct_phantom_folder), spacing=[3.0, 3.0, 3.0], cache_dir=str(cache))
-    assert other.cache.folder != first.cache.folder
+    assert other.parts[0].folder != first.parts[0].folder
 
 
 def test_cache_sees_a_rewrite_that_restores_the_modification_time(tmp_path):
@@ -115,7 +115,7 @@ def test_cache_sees_a_rewrite_that_restores_the_modification_time(tmp_path):
     assert (a.stat().st_size, a.stat().st_mtime_ns) == (st.st_size, st.st_mtime_ns)
     after = CTVolumes(root=str(folder), cache_dir=cache)[0]["image"].numpy()
     expected = CTVolumes(root=str(tmp_path), cache_dir=str(tmp_path / "other"))  # b.nii read afresh
-    b_index = [s.path.name for s in expected.cache.sources].index("b.nii")
+    b_index = [s.path.name for s in expected.parts[0].sources].index("b.nii")
     assert not np.array_equal(after, before)
     np.testing.assert_array_equal(after, expected[b_index]["image"].numpy())
 

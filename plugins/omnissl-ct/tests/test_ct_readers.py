@@ -12,7 +12,8 @@ from pydicom.data import get_testdata_file
 from omnissl.errors import DataError
 from omnissl_ct.phantom import write_dicom_series, write_nifti
 from omnissl_ct.preprocessing import PreprocessSettings, deterministic_transforms
-from omnissl_ct.readers import Source, check_series_geometry, discover
+from omnissl_ct.catalog import find_in_folder, read_list
+from omnissl_ct.readers import Source, check_series_geometry
 
 
 def _preprocess(path: Path, **settings) -> dict:
@@ -61,7 +62,7 @@ def test_hounsfield_window_on_real_ct_small():
 
 
 def test_discover_finds_nifti_files_and_series_folders(ct_phantom_folder):
-    sources = discover(root=str(ct_phantom_folder))
+    sources = [entry.source for entry in find_in_folder(str(ct_phantom_folder)).entries]
     assert sorted((s.path.name, s.kind) for s in sources) == [
         ("p0.nii.gz", "nifti"), ("p1.nii.gz", "nifti"), ("p2.nii.gz", "nifti"), ("series", "dicom")]
 
@@ -69,7 +70,7 @@ def test_discover_finds_nifti_files_and_series_folders(ct_phantom_folder):
 def test_discover_reads_a_list_file(ct_phantom_folder):
     listing = ct_phantom_folder / "list.txt"
     listing.write_text("# volumes\np1.nii.gz\nseries  # a DICOM series\n")
-    assert discover(list_file=str(listing)) == [Source(ct_phantom_folder / "p1.nii.gz", "nifti"),
+    assert [e.source for e in read_list(str(listing)).entries] == [Source(ct_phantom_folder / "p1.nii.gz", "nifti"),
                                                 Source(ct_phantom_folder / "series", "dicom")]
 
 

@@ -8,13 +8,13 @@ from pathlib import Path
 
 import pytest
 import torch
-from monai.networks.nets import ViT
+from monai.networks.nets import UNETR, ViT
 
 from omnissl.cli import main
 from omnissl.plugins import get_registry
 from omnissl.recipe import load_recipe, recipe_index
 
-RECIPES = ["ct/mae-demo", "ct/mae-vit-base", "ct/simmim-base", "ct/simmim-demo"]
+RECIPES = ["ct/mae-demo", "ct/mae-unetr-demo", "ct/mae-vit-base", "ct/simmim-base", "ct/simmim-demo"]
 
 
 def test_every_ct_recipe_is_installed_and_valid():
@@ -66,3 +66,22 @@ def test_cli_export_of_the_run_loads_into_a_monai_vit(ct_tiny_run, tmp_path, cap
     assert features.shape == (1, 8, 32)
     assert main(["export", str(ct_tiny_run), "--to", "monai-unetr", "--out", str(tmp_path / "u.pt")]) == 2
     assert "monai-vit" in capsys.readouterr().err  # the error says what to do instead
+
+
+def test_unetr_demo_trains_and_exports_into_unetr(tmp_path):
+    """ct/mae-unetr-demo's encoder as shipped (16³ patches, 12 blocks), 2 steps on a few phantoms,
+    then `omnissl export --to monai-unetr` loads into MONAI's UNETR with nothing missing."""
+    run = tmp_path / "run"
+    code = main(["train", "ct/mae-unetr-demo", f"data.cache_dir={tmp_path / 'cache'}", "data.n=6",
+                 "data.real_volumes=false", "data.val_fraction=0", "train.steps=2", "train.batch_size=4",
+                 "train.log_every=1", "optim.warmup_steps=1", "viz.enabled=false", "--no-probe", "--out", str(run)])
+    assert code in (0, None)
+    out = tmp_path / "unetr_vit.pt"
+    assert main(["export", str(run), "--to", "monai-unetr", "--out", str(out)]) == 0
+    info = json.loads(Path(f"{out}.json").read_text())
+    assert info["unetr_kwargs"]["img_size"] == [48, 48, 48] and info["vit_kwargs"]["num_layers"] == 12
+    net = UNETR(in_channels=1, out_channels=2, feature_size=8, **info["unetr_kwargs"])
+    missing, unexpected = net.vit.load_state_dict(torch.load(out, weights_only=True), strict=True)
+    assert missing == [] and unexpected == []
+    with torch.no_grad():
+        assert net(torch.rand(1, 1, 48, 48, 48)).shape == (1, 2, 48, 48, 48)

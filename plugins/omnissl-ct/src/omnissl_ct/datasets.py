@@ -1,10 +1,7 @@
-"""CT/MR volume data sets: a folder or list of volumes, and the synthetic-phantom demo set.
+"""CT/MR volume data sets: a folder, list file or CSV manifest of volumes, and the synthetic-phantom demo set.
 
-Each volume runs once through the deterministic MONAI pipeline
-(:func:`omnissl_ct.preprocessing.deterministic_transforms`) and the result is cached on
-disk by ``monai.data.PersistentDataset``, keyed by the file's name, size, modification and
-change time (each slice's, for a DICOM series) and by the settings; later epochs and later runs
-read the cached tensor instead of re-reading and re-sampling the volume.
+Both are :class:`omnissl_ct.volumes.VolumeSet` s: volumes cached after the deterministic
+MONAI pipeline, each served as ``crops_per_volume`` samples (crops).
 """
 
 from __future__ import annotations
@@ -16,109 +13,164 @@ import shutil
 import uuid
 import warnings
 from pathlib import Path
-from typing import Annotated, Any, Sequence
+from typing import Annotated, Literal, Sequence
 
 import numpy as np
-from monai.data import PersistentDataset
 
 from omnissl import skip_or_raise
-from omnissl.errors import DataError
+from omnissl.errors import DataError, RecipeError
 from omnissl.recipe import Range
+from omnissl_ct.catalog import (DICOM_MODALITIES, Catalog, Entry, dicom_modality, find_in_folder, read_list,
+                                read_manifest)
 from omnissl_ct.phantom import GENERATOR_VERSION, LESIONS, make_phantom, write_nifti
-from omnissl_ct.preprocessing import PreprocessSettings, deterministic_transforms
-from omnissl_ct.readers import Source, discover
+from omnissl_ct.preprocessing import PreprocessSettings
+from omnissl_ct.readers import Source
+from omnissl_ct.volumes import Volume, VolumeSet
 
 DEFAULT_CACHE = "~/.cache/omnissl/ct"
 MNI152_T1 = "mni_icbm152_t1_tal_nlin_sym_09a_converted.nii.gz"
+Intensity = Literal["ct", "mr", "auto"]
 
 
-def _root_cause(exc: BaseException) -> str:
-    """The innermost error's message: MONAI wraps a failing transform's error in RuntimeErrors."""
-    while exc.__cause__ is not None:
-        exc = exc.__cause__
-    return f"{type(exc).__name__}: {exc}" if not isinstance(exc, DataError) else str(exc)
+class CTVolumes(VolumeSet):
+    """Every NIfTI file and DICOM series under ``root`` (recursive), named in ``list_file``, or
+    listed in the CSV ``manifest``; each volume served as ``crops_per_volume`` crops.
 
-
-class VolumeCache:
-    """Volumes after the deterministic pipeline, cached on disk; unreadable ones skipped.
-
-    Args:
-        sources: the volumes.
-        settings: preprocessing settings (part of the cache key).
-        cache_dir: cache root; entries live in ``cache_dir/<settings key>/``.
-        strict: raise on the first unusable volume instead of skipping it.
-    """
-
-    def __init__(self, sources: Sequence[Source], settings: PreprocessSettings, cache_dir: str,
-                 strict: bool = False):
-        self.folder = Path(cache_dir).expanduser() / settings.key()
-        items = [{"image": str(s.path), "stamp": s.stamp()} for s in sources]
-        transforms = deterministic_transforms(settings)
-        everything = PersistentDataset(items, transforms, cache_dir=self.folder)
-        kept: list[int] = []
-        self.skipped: list[tuple[Path, str]] = []
-        for i, source in enumerate(sources):
-            try:
-                everything[i]  # read, check and cache the volume once (a cache hit when warm)
-            except Exception as exc:
-                reason = _root_cause(exc)
-                skip_or_raise(self.skipped, source.path, reason, strict, what="volume", cause=exc)
-                continue
-            kept.append(i)
-        self.sources = [sources[i] for i in kept]
-        self.volumes = PersistentDataset([items[i] for i in kept], transforms, cache_dir=self.folder)
-
-    def __len__(self) -> int:
-        return len(self.sources)
-
-    def __getitem__(self, index: int) -> dict[str, Any]:
-        """``{"image": (1, X, Y, Z) float32 tensor, "spacing": (3,) mm, "path": str}``."""
-        item = self.volumes[index]
-        return {"image": item["image"], "spacing": item["spacing"], "path": str(self.sources[index].path)}
-
-
-class CTVolumes:
-    """Every NIfTI file and DICOM series under ``root`` (recursive) or named in ``list_file``.
-
-    Unusable volumes (corrupt files, a series with a missing or duplicated slice, a 2-D
-    image, NaN voxels, no voxel above ``foreground_hu``: all air) are skipped with a warning
-    naming the file and the problem, and counted in ``skipped``; ``strict: true`` makes them
-    fatal.
+    Under ``root``, label masks are recognised by name (``*_seg*``, ``*_label*``, ``*_mask*``,
+    ``*_gt``; anything under nnU-Net's ``labelsTr/``/``labelsTs/`` or TotalSegmentator's
+    ``segmentations/``), never trained on, reported once, and paired with their image where
+    one is found (each sample's ``masks``). Each volume gets CT handling (the HU window) or MR
+    handling (its own 0.5th-99.5th percentiles to [0, 1]): the manifest's modality cell when
+    there is one, else ``intensity``, where ``auto`` reads a DICOM series' Modality tag (a
+    NIfTI file records no modality, so it needs the manifest's cell). Unusable volumes (corrupt
+    files, a series with a missing or duplicated slice, a 2-D image, NaN voxels, no voxel above
+    ``foreground_hu``: all air; an unknown modality) are skipped with a warning naming the file
+    and the problem, and counted in ``skipped``; ``strict: true`` makes them fatal.
 
     Args:
         root: folder searched recursively for ``.nii``/``.nii.gz`` files and DICOM series folders.
         list_file: text file with one volume path per line (instead of ``root``).
-        intensity: ``ct`` (HU window to [0, 1]) or ``mr`` (per-volume normalisation).
+        manifest: CSV file with a header, one volume per row (instead of ``root``).
+        path_column: the manifest's column of volume paths (relative to its folder, or absolute).
+        label_column: the manifest's label column: class names, or numbers with a fraction for
+            regression; a blank cell is unlabelled; no ``label`` column: no labels (another
+            name the manifest lacks is an error).
+        group_column: the manifest's column of what a held-out split keeps together (a patient);
+            null: each volume is its own group.
+        modality_column: the manifest's column saying CT or MR per volume (a blank cell falls back
+            to ``intensity``); null: ``intensity`` decides for every volume.
+        intensity: ``ct`` (HU window to [0, 1]), ``mr`` (per-volume percentiles to [0, 1]) or
+            ``auto`` (a DICOM series' Modality tag; other volumes need a modality cell).
+        crops_per_volume: samples per volume per epoch, each its own random crop (1: one per volume).
         spacing: target voxel size in mm; null keeps each volume's own.
         hu_window: CT intensity window in HU, mapped to [0, 1].
-        foreground_hu: CT body threshold (HU) for the foreground crop.
+        foreground_hu: CT body threshold (HU) for the foreground crop (MR: voxels above 0).
         cache_dir: where preprocessed volumes are cached.
         strict: stop at the first unusable volume.
     """
 
-    def __init__(self, root: str | None = None, list_file: str | None = None, intensity: str = "ct",
+    def __init__(self, root: str | None = None, list_file: str | None = None, manifest: str | None = None,
+                 path_column: str = "path", label_column: str = "label", group_column: str | None = None,
+                 modality_column: str | None = None, intensity: Intensity = "ct",
+                 crops_per_volume: Annotated[int, Range(ge=1)] = 1,
                  spacing: Annotated[list[float] | None, Range(gt=0)] = (1.5, 1.5, 1.5),
                  hu_window: Annotated[list[float], Range(ascending=True)] = (-1000.0, 1000.0),
                  foreground_hu: Annotated[float, Range()] = -500.0, cache_dir: str = DEFAULT_CACHE,
                  strict: bool = False):
-        settings = PreprocessSettings(intensity, spacing, hu_window, foreground_hu)
-        sources = discover(root, list_file)
-        where = root if root is not None else list_file
-        if not sources:
-            raise DataError(f"no NIfTI file (.nii, .nii.gz) or DICOM series under {where}")
-        self.cache = VolumeCache(sources, settings, cache_dir, strict)
-        self.skipped = self.cache.skipped
-        if not len(self.cache):
-            raise DataError(f"none of the {len(sources)} volumes under {where} is usable "
-                            f"(first problem: {self.skipped[0][0]}: {self.skipped[0][1]})")
-        if self.skipped:
-            warnings.warn(f"skipped {len(self.skipped)} of {len(sources)} volumes under {where}")
+        if intensity not in ("ct", "mr", "auto"):
+            raise RecipeError(f"data.intensity must be 'ct', 'mr' or 'auto', got {intensity!r}")
+        catalog = _catalog(root, list_file, manifest, path_column, label_column, group_column, modality_column)
+        if not catalog.entries and not catalog.problems:
+            found = (f"; the {len(catalog.masks)} volumes found there are all label masks (named *_seg, *_label, "
+                     f"*_mask, *_gt or under labelsTr/, segmentations/)" if catalog.masks else "")
+            raise DataError(f"no NIfTI file (.nii, .nii.gz) or DICOM series under {catalog.where}{found}")
+        if catalog.masks:
+            paired = sum(1 for e in catalog.entries if e.masks)
+            warnings.warn(f"found {len(catalog.entries)} images and {len(catalog.masks)} masks under "
+                          f"{catalog.where}; masks are not trained on ({paired} images paired with their masks)")
+        skipped: list[tuple[object, str]] = []
+        for where, reason in catalog.problems:
+            skip_or_raise(skipped, where, reason, strict, what="manifest row")
+        volumes = []
+        for entry in catalog.entries:
+            chosen, problem = _intensity_of(entry, intensity, modality_column)
+            if problem:
+                skip_or_raise(skipped, entry.source.path, problem, strict, what="volume")
+                continue
+            volumes.append(Volume(entry.source, chosen, entry.label, entry.group or "", entry.masks))
+        # The HU settings are CT's alone: MR caches do not depend on them.
+        settings = {"ct": PreprocessSettings("ct", spacing, hu_window, foreground_hu),
+                    "mr": PreprocessSettings("mr", spacing)}
+        super().__init__(volumes, settings, crops_per_volume, cache_dir, strict, catalog.where, skipped)
+        self.masks_found = len(catalog.masks)
+        if group_column is not None:
+            self.group_kind = group_column
+        self.task, self.classes, self.labels = "classification", [], None
+        if catalog.labelled:
+            per_volume, self.classes, self.task = labels_from_cells([v.label for v in self.volumes])
+            self.labels = None if per_volume is None else self.per_crop(per_volume)
 
-    def __len__(self) -> int:
-        return len(self.cache)
 
-    def __getitem__(self, index: int) -> dict[str, Any]:
-        return self.cache[index]
+def _catalog(root: str | None, list_file: str | None, manifest: str | None, path_column: str, label_column: str,
+             group_column: str | None, modality_column: str | None) -> Catalog:
+    given = [name for name, value in (("root", root), ("list_file", list_file), ("manifest", manifest))
+             if value is not None]
+    if len(given) != 1:
+        raise DataError("give exactly one of data.root (a folder of volumes), data.list_file (a text file naming "
+                        "one NIfTI file or DICOM series folder per line) and data.manifest (a CSV file with a "
+                        "path column)" + (f"; got {' and '.join(given)}" if given else ""))
+    if manifest is None:
+        columns = {"path_column": path_column != "path", "label_column": label_column != "label",
+                   "group_column": group_column is not None, "modality_column": modality_column is not None}
+        if any(columns.values()):
+            raise RecipeError(f"data.{', data.'.join(k for k, v in columns.items() if v)} name columns of a CSV "
+                              f"manifest: give data.manifest instead of data.{given[0]}, or remove them")
+        return find_in_folder(root) if root is not None else read_list(list_file)
+    return read_manifest(manifest, path_column, label_column, group_column, modality_column)
+
+
+def _intensity_of(entry: Entry, intensity: str, modality_column: str | None) -> tuple[str, str | None]:
+    """(``"ct"`` or ``"mr"``, None), or ("", why the volume's modality is unknown)."""
+    if entry.modality is not None:
+        return entry.modality, None
+    if intensity != "auto":
+        return intensity, None
+    if entry.source.kind == "dicom":
+        try:
+            tag = dicom_modality(entry.source)
+        except Exception as exc:
+            return "", f"cannot read the series' Modality tag ({type(exc).__name__}: {exc})"
+        if tag in DICOM_MODALITIES:
+            return DICOM_MODALITIES[tag], None
+        return "", f"the series' DICOM Modality is {tag!r}; intensity auto reads CT and MR series only"
+    cell = f"give it a CT or MR cell in the manifest's {modality_column!r} column" if modality_column else \
+        "list it in a data.manifest with a data.modality_column"
+    return "", f"intensity auto, but a NIfTI file records no modality: {cell}, or set data.intensity to ct or mr"
+
+
+def labels_from_cells(cells: Sequence[str | None]) -> tuple[np.ndarray | None, list[str], str]:
+    """Per-volume labels from manifest cells: (labels, classes, task).
+
+    Class names become indices into the sorted names (numerically sorted when all are
+    integers); numbers with a fraction make a regression target. A blank cell (or a
+    non-finite number) is NaN: unlabelled. All blank: no labels (None).
+    """
+    known = [c for c in cells if c]
+    if not known:
+        return None, [], "classification"
+    try:
+        numbers = [float(c) for c in known]
+    except ValueError:
+        numbers = None
+    if numbers is not None and not all(x.is_integer() for x in numbers if np.isfinite(x)):
+        values = [float(c) if c else float("nan") for c in cells]
+        return np.array([v if np.isfinite(v) else float("nan") for v in values]), [], "regression"
+    if numbers is not None:
+        known = [c for c, x in zip(known, numbers) if np.isfinite(x)]
+    classes = sorted(set(known), key=float if numbers is not None else None)
+    index = {name: i for i, name in enumerate(classes)}
+    values = [index.get(c or "", float("nan")) for c in cells]
+    return np.array(values, dtype=np.int64 if len(known) == len(cells) else np.float64), classes, "classification"
 
 
 def mni152_t1_path() -> Path:
@@ -130,15 +182,15 @@ def mni152_t1_path() -> Path:
     return Path(next(iter(spec.submodule_search_locations))) / "datasets" / "data" / MNI152_T1
 
 
-class CTPhantoms:
+class CTPhantoms(VolumeSet):
     """Synthetic CT phantoms written as NIfTI files, plus real volumes that ship with pip packages.
 
     Phantoms come from :func:`omnissl_ct.phantom.make_phantom`; each is labelled with the
     morphology of its central lesion (solid, hollow, lobulated, mottled), drawn by the
     generator: an honest probe target that needs shape and texture, since the lesion's
     attenuation is drawn independently of its type.
-    With ``real_volumes``, nilearn's MNI152 T1 template (real MR, normalised per volume)
-    joins the pre-training data, unlabelled.
+    With ``real_volumes``, nilearn's MNI152 T1 template (real MR, scaled per volume by its
+    percentiles) joins the pre-training data, unlabelled.
 
     Args:
         n: number of phantoms.
@@ -148,6 +200,7 @@ class CTPhantoms:
         real_volumes: add the MNI152 T1 template (unlabelled).
         hu_window: CT intensity window in HU, mapped to [0, 1] (the demo uses the abdominal
             soft-tissue window, [-160, 240]).
+        crops_per_volume: samples per volume per epoch, each its own random crop (1: one per volume).
         cache_dir: where phantoms and preprocessed volumes are stored.
     """
 
@@ -155,34 +208,21 @@ class CTPhantoms:
                  spacing: Annotated[list[float], Range(gt=0)] = (2.0, 2.0, 2.0), seed: Annotated[int, Range(ge=0)] = 0,
                  real_volumes: bool = True,
                  hu_window: Annotated[list[float], Range(ascending=True)] = (-1000.0, 1000.0),
-                 cache_dir: str = DEFAULT_CACHE):
+                 crops_per_volume: Annotated[int, Range(ge=1)] = 1, cache_dir: str = DEFAULT_CACHE):
         size = f"{'x'.join(map(str, shape))}-{'x'.join(map(str, spacing))}"
         folder = Path(cache_dir).expanduser() / f"phantoms-v{GENERATOR_VERSION}-n{n}-s{seed}-{size}"
         labels_file = folder / "labels.json"
         if not labels_file.is_file():
             _write_phantoms(folder, n, shape, spacing, seed)
         labels = json.loads(labels_file.read_text())
-        ct = PreprocessSettings("ct", spacing, hu_window)
-        self.parts = [VolumeCache([Source(folder / name, "nifti") for name in sorted(labels)], ct, cache_dir)]
-        label_list = [float(labels[s.path.name]) for s in self.parts[0].sources]
+        volumes = [Volume(Source(folder / name, "nifti"), "ct", float(labels[name])) for name in sorted(labels)]
         if real_volumes:
-            mr = PreprocessSettings("mr", spacing)
-            self.parts.append(VolumeCache([Source(mni152_t1_path(), "nifti")], mr, cache_dir))
-            label_list += [float("nan")] * len(self.parts[1])
-        self.labels = np.array(label_list)
+            volumes.append(Volume(Source(mni152_t1_path(), "nifti"), "mr", float("nan")))
+        settings = {"ct": PreprocessSettings("ct", spacing, hu_window), "mr": PreprocessSettings("mr", spacing)}
+        super().__init__(volumes, settings, crops_per_volume, cache_dir, where=str(folder))
+        self.labels = self.per_crop([v.label for v in self.volumes])
         self.classes = list(LESIONS)
         self.task = "classification"
-        self.skipped = [s for part in self.parts for s in part.skipped]
-
-    def __len__(self) -> int:
-        return sum(len(part) for part in self.parts)
-
-    def __getitem__(self, index: int) -> dict[str, Any]:
-        for part in self.parts:
-            if index < len(part):
-                return part[index]
-            index -= len(part)
-        raise IndexError(index)
 
 
 def _write_phantoms(folder: Path, n: int, shape: Sequence[int], spacing: Sequence[float], seed: int) -> None:

@@ -6,16 +6,25 @@ flips along each axis and random 90° rotations in the axial plane, all drawn fr
 generator the trainer passes (seeded by seed, epoch and sample), so runs repeat exactly.
 The crop is cut into non-overlapping cubes (default 16³, as UNETR's ViT) by the core's
 grid patchifier; coordinates are grid indices and the voxel spacing stays in ``meta``.
+
+A data set with ``crops_per_volume`` k serves each volume as k samples (``crop_index`` 0 to
+k-1 in the sample): in training each gets its own random crop (its own generator), as
+MONAI's ``RandSpatialCropSamplesd`` draws k crops of one volume; without augmentation
+(validation, probes, plots) crop 0 is the centre crop and the others sit at fixed places
+spread evenly over the volume (:func:`crop_starts`), so the k samples stay distinct and
+repeatable.
 """
 
 from __future__ import annotations
 
+import itertools
+import math
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Sequence
 
 import numpy as np
 import torch
-from monai.transforms import CenterSpatialCrop, Compose, RandFlip, RandRotate90, RandSpatialCrop, SpatialPad
+from monai.transforms import Compose, RandFlip, RandRotate90, RandSpatialCrop, SpatialPad
 from torch import Tensor
 
 from omnissl import Modality, TokenBatch, Tokens, TokenSpec
@@ -26,11 +35,42 @@ from omnissl.tokenizers import GridPatchifier
 from omnissl_ct.viz import draw_three_planes
 
 
+def crop_starts(free: Sequence[int], k: int) -> list[tuple[int, ...]]:
+    """k distinct crop corners when the volume allows, the centre first, the rest on an even grid.
+
+    Args:
+        free: per axis, how far a crop can move (volume size minus crop size, >= 0).
+        k: how many crops.
+
+    The grid has the fewest points per axis whose product reaches k, given to the axes with
+    the most room first; along an axis with c points they sit at the middles of c equal parts
+    of its range (one point: the middle), so the crops tile the volume evenly and stay off its
+    edges. A volume with fewer distinct places than k repeats them (a volume no larger than
+    the crop has one place).
+    """
+    counts = [1] * len(free)
+    while math.prod(counts) < k:
+        room = [(f / c if c <= f else -1.0) for f, c in zip(free, counts)]
+        axis = int(np.argmax(room))
+        if room[axis] < 0:
+            break  # every axis holds as many crops as it has places
+        counts[axis] += 1
+    centre = tuple(f // 2 for f in free)
+    # c points on the f + 1 places of an axis (c <= f + 1): the middles of c equal parts, rounded half
+    # up, which keeps them distinct; a single point is the centre crop's place.
+    axes = [[f // 2] if c == 1 else [math.floor((i + 0.5) * f / c + 0.5) for i in range(c)]
+            for f, c in zip(free, counts)]
+    grid = sorted(itertools.product(*axes), key=lambda p: (sum((a - b) ** 2 for a, b in zip(p, centre)), p))
+    places = [centre] + [p for p in grid if p != centre]
+    return [places[i % len(places)] for i in range(k)]
+
+
 class CTModality(Modality):
     """3-D volumes as cubic patches with 3-D grid coordinates.
 
     Samples are dicts with ``image``: (1, X, Y, Z) float tensor (preprocessed, RAS), and
-    optionally ``spacing`` (3,) in mm and ``path``.
+    optionally ``spacing`` (3,) in mm, ``path``, and ``crop_index`` / ``crops_per_volume``
+    (which of a volume's crops this sample is; without them, one crop per volume).
 
     Args:
         crop_size: side of the cubic crop fed to the model, in voxels.
@@ -58,7 +98,6 @@ class CTModality(Modality):
         roi = (crop_size,) * 3
         # Padding first means a crop never leaves the volume, however small the volume is.
         self.pad = SpatialPad(roi, mode="constant")
-        self.centre = CenterSpatialCrop(roi)
         self.augment = Compose([
             RandSpatialCrop(roi, random_center=True, random_size=False),
             RandFlip(prob=flip_prob, spatial_axis=0),
@@ -71,13 +110,17 @@ class CTModality(Modality):
         return TokenSpec(self.patchifier.value_dim, (self.patchifier.coord_group,))
 
     def crop(self, sample: dict[str, Any], rng: np.random.Generator | None) -> Tensor:
-        """The (1, S, S, S) crop the model sees: random and augmented when ``rng`` is given, else central."""
+        """The (1, S, S, S) crop the model sees: random and augmented when ``rng`` is given, else
+        at the sample's fixed place (:func:`crop_starts`; the centre for a volume's first crop)."""
         image = torch.as_tensor(sample["image"], dtype=torch.float32)
         if image.ndim == 3:
             image = image[None]
         image = self.pad(image)
         if rng is None:
-            out = self.centre(image)
+            free = [s - self.crop_size for s in image.shape[1:]]
+            k = int(sample.get("crops_per_volume", 1))
+            start = crop_starts(free, k)[int(sample.get("crop_index", 0)) % k]
+            out = image[(slice(None), *(slice(a, a + self.crop_size) for a in start))]
         else:
             self.augment.set_random_state(seed=int(rng.integers(2**31 - 1)))
             out = self.augment(image)

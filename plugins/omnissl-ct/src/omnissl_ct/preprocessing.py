@@ -2,7 +2,9 @@
 
 read (NIfTI or DICOM series) -> check it is a finite 3-D volume -> orient to RAS ->
 resample to the target spacing -> check it has foreground -> crop to the body -> intensity:
-CT windowed from Hounsfield units to [0, 1], MR normalised per volume.
+CT windowed from Hounsfield units to [0, 1]; MR, whose values have no physical unit, scaled
+per volume from its 0.5th-99.5th percentiles to [0, 1] (MONAI's ScaleIntensityRangePercentiles;
+nnU-Net clips a CT data set at the same percentiles), so CT and MR share one range in a mixed run.
 
 These are the defaults of nnssl (Wald et al., "An OpenMind for 3D medical vision
 self-supervised learning", 2025) and of MONAI's SwinUNETR pre-training (Tang et al.,
@@ -21,8 +23,8 @@ from typing import Any, Hashable, Mapping
 import numpy as np
 import torch
 from monai.data import NibabelReader
-from monai.transforms import (Compose, CropForegroundd, LoadImaged, MapTransform, NormalizeIntensityd,
-                              Orientationd, ScaleIntensityRanged, Spacingd)
+from monai.transforms import (Compose, CropForegroundd, LoadImaged, MapTransform, Orientationd,
+                              ScaleIntensityRanged, ScaleIntensityRangePercentilesd, Spacingd)
 
 from omnissl.errors import DataError, RecipeError
 from omnissl_ct.readers import PositionOrderedDicomReader
@@ -30,6 +32,9 @@ from omnissl_ct.readers import PositionOrderedDicomReader
 # Bump when the pipeline's output changes for the same settings: old caches are then ignored.
 # 2: volumes with no foreground are rejected (version 1 cached them as empty tensors).
 PIPELINE_VERSION = 2
+# MR intensity: these percentiles of each volume (after the body crop) map to [0, 1], clipped.
+# Part of an MR volume's cache key (MR volumes were z-scored before; CT caches stay valid).
+MR_PERCENTILES = (0.5, 99.5)
 RAS_LABELS = (("L", "R"), ("P", "A"), ("I", "S"))
 
 
@@ -38,8 +43,8 @@ class PreprocessSettings:
     """What the cached part of the pipeline depends on (besides the file).
 
     Attributes:
-        intensity: ``"ct"`` (Hounsfield units, windowed) or ``"mr"`` (per-volume z-score over
-            non-zero voxels, as nnU-Net does for MR).
+        intensity: ``"ct"`` (Hounsfield units, windowed) or ``"mr"`` (per volume, the
+            :data:`MR_PERCENTILES` mapped to [0, 1] and clipped).
         spacing: target voxel size in mm (X, Y, Z); None keeps each volume's own.
         hu_window: CT window [low, high] in HU, mapped to [0, 1] and clipped.
         foreground_hu: CT voxels above this HU count as body for the foreground crop
@@ -69,7 +74,10 @@ class PreprocessSettings:
 
     def key(self) -> str:
         """Short hash of the settings and pipeline version: the cache's sub-folder name."""
-        text = json.dumps({"version": PIPELINE_VERSION, **asdict(self)}, sort_keys=True)
+        fields = {"version": PIPELINE_VERSION, **asdict(self)}
+        if self.intensity == "mr":
+            fields["mr_percentiles"] = MR_PERCENTILES
+        text = json.dumps(fields, sort_keys=True)
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
@@ -170,6 +178,8 @@ def deterministic_transforms(settings: PreprocessSettings, keys: str = "image") 
         low, high = settings.hu_window
         steps.append(ScaleIntensityRanged(keys=keys, a_min=low, a_max=high, b_min=0.0, b_max=1.0, clip=True))
     else:
-        steps.append(NormalizeIntensityd(keys=keys, nonzero=True))
+        low, high = MR_PERCENTILES
+        steps.append(ScaleIntensityRangePercentilesd(keys=keys, lower=low, upper=high, b_min=0.0, b_max=1.0,
+                                                     clip=True))
     steps.append(ToCached(keys=keys))
     return Compose(steps)

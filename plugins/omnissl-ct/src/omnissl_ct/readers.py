@@ -1,4 +1,4 @@
-"""Find volumes on disk and read them through MONAI: NIfTI files and DICOM series.
+"""Read volumes through MONAI: NIfTI files and DICOM series (:mod:`omnissl_ct.catalog` finds them).
 
 A *source* is one volume: a ``.nii``/``.nii.gz`` file, or a folder whose DICOM files
 form one series (a folder of slices becomes one volume). DICOM slices are ordered by
@@ -40,41 +40,15 @@ class Source:
         return ";".join(f"{name}:{st.st_size}:{st.st_mtime_ns}:{st.st_ctime_ns}" for name, st in stats)
 
 
-def _is_nifti(path: Path) -> bool:
+def is_nifti(path: Path) -> bool:
     return path.name.lower().endswith(NIFTI_SUFFIXES)
 
 
-def _dicom_files(folder: Path) -> list[Path]:
+def dicom_files(folder: Path) -> list[Path]:
+    """The DICOM files directly in ``folder`` (one series), sorted by name."""
     from pydicom.misc import is_dicom
 
-    return sorted(p for p in folder.iterdir() if p.is_file() and not _is_nifti(p) and is_dicom(str(p)))
-
-
-def discover(root: str | None = None, list_file: str | None = None) -> list[Source]:
-    """Every volume under ``root`` (recursive) or named in ``list_file`` (one path per line,
-    relative to the list file's folder; ``#`` starts a comment)."""
-    if (root is None) == (list_file is None):
-        raise DataError("give exactly one of data.root (a folder of volumes) and data.list_file "
-                        "(a text file naming one NIfTI file or DICOM series folder per line)")
-    if list_file is not None:
-        listing = Path(list_file).expanduser()
-        if not listing.is_file():
-            raise DataError(f"data.list_file {listing} does not exist")
-        paths = []
-        for line in listing.read_text().splitlines():
-            entry = line.split("#", 1)[0].strip()
-            if entry:
-                path = Path(entry).expanduser()
-                paths.append(path if path.is_absolute() else listing.parent / path)
-        return [Source(p, "dicom" if p.is_dir() else "nifti") for p in paths]
-    folder = Path(root).expanduser()
-    if not folder.is_dir():
-        raise DataError(f"data.root {folder} is not a folder")
-    sources = [Source(p, "nifti") for p in sorted(folder.rglob("*")) if p.is_file() and _is_nifti(p)]
-    for sub in sorted([folder, *(p for p in folder.rglob("*") if p.is_dir())]):
-        if _dicom_files(sub):
-            sources.append(Source(sub, "dicom"))
-    return sources
+    return sorted(p for p in folder.iterdir() if p.is_file() and not is_nifti(p) and is_dicom(str(p)))
 
 
 def slice_positions(datasets: Sequence[Any]) -> np.ndarray:
