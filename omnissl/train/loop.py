@@ -28,9 +28,9 @@ from omnissl.train.checkpoint import ENCODER, LAST, load_checkpoint, save_checkp
 from omnissl.train.data import (SeededBatchSampler, TokenDataset, fixed_batches, make_loader, split_indices,
                                 step_generator, validate_tokens)
 from omnissl.train.optim import lr_at, make_optimizer, peak_lr
+from omnissl.train.runfolder import (DATA_SUMMARY, METRICS, MetricsLog, check_resume_recipe, check_start,
+                                     load_training_state, remove_run, write_recipe)
 from omnissl.train.summary import data_summary, format_summary, write_summary
-from omnissl.train.runfolder import (DATA_SUMMARY, METRICS, MetricsLog, check_resume_recipe, check_start, load_training_state,
-                                     remove_run, write_recipe)
 
 
 @dataclass

@@ -32,8 +32,8 @@ DATA_SUMMARY = "data.json"
 RECIPE = "recipe.yaml"
 HISTORY = "recipe_history.yaml"
 # What `omnissl train` writes into a run folder (and --overwrite removes); nothing else is touched.
-RUN_FILES = (RECIPE, HISTORY, DATA_SUMMARY, METRICS, "checkpoints", "tensorboard", "loss_curve.png", "reconstruction.png",
-             "probe.json")
+RUN_FILES = (RECIPE, HISTORY, DATA_SUMMARY, METRICS, "checkpoints", "tensorboard", "loss_curve.png",
+             "reconstruction.png", "probe.json")
 # Keys a resume may change without altering the weights: logging, validation, checkpoints,
 # probes, plots, data-loading workers (the data do not depend on them) and the device.
 HARMLESS = ("description", "probe.", "viz.", "data.num_workers", "train.log_every", "train.val_every",
