@@ -89,10 +89,12 @@ def test_the_data_summary_names_samples_skips_labels_groups_split_and_each_targe
     assert summary["samples"] == 1797 and summary["files"] == 1797 and summary["duplicates"] == 0
     assert summary["skipped"]["by_reason"] == {"truncated": 2, "not finite": 1}
     assert sum(summary["labels"]["classes"].values()) == 1797
-    split = summary["split"]
-    assert split["train"] + split["held_out"] == 1797 and split["kind"] == "random over samples"
-    assert split["train_groups"] == 18 and split["groups_on_both_sides"] > 0  # a random split mixes writers
+    split = summary["split"]  # auto: the data set has groups, so whole writers are held out
+    assert split["train"] + split["held_out"] == 1797 and split["kind"] == "grouped"
+    assert (split["train_groups"], split["held_out_groups"], split["groups_on_both_sides"]) == (14, 4, 0)
+    assert "(grouped; 14 / 4 writers, 0 on both sides)" in printed
     probe = json.loads((out / "probe.json").read_text())
+    assert probe["split"] == split  # the probes are on the same split, and say so
     assert set(probe["targets"]) == {"digit", "odd", "ink"}
     assert probe["targets"]["ink"]["task"] == "regression" and probe["targets"]["ink"]["metric"] == "r2"
     assert probe["targets"]["odd"]["task"] == "classification"
@@ -116,3 +118,56 @@ def test_sample_metadata_joins_features_back_to_their_source_rows():
     meta = sample_metadata(Table())
     assert set(meta) == {"labels", "source_files", "source_rows", "target:logp", "target:tpsa"}
     assert meta["source_rows"].tolist() == [1, 3, 1] and meta["source_files"][2] == "b.csv"
+
+
+class Grouped:
+    def __init__(self, groups, labels=None, split=None):
+        self.groups = np.asarray(groups)
+        self.labels = None if labels is None else np.asarray(labels)
+        if split is not None:
+            self.split = np.asarray(split)
+        self.group_kind = "recording"
+
+    def __len__(self):
+        return len(self.groups)
+
+
+def test_a_grouped_split_never_puts_one_group_on_both_sides():
+    from omnissl.train.data import held_out_split
+
+    rng = np.random.default_rng(0)
+    groups = rng.integers(0, 40, size=1000).astype(str)  # 40 recordings of unequal length
+    for seed in range(5):
+        split = held_out_split(Grouped(groups, labels=rng.integers(0, 3, 1000)), 0.2, seed)
+        assert split.info["kind"] == "grouped" and split.info["groups_on_both_sides"] == 0
+        assert not set(groups[split.train]) & set(groups[split.held_out])
+        assert split.info["held_out_groups"] == 8 and len(split.train) + len(split.held_out) == 1000
+    forced = held_out_split(Grouped(groups), 0.2, 0, "random")
+    assert forced.info["kind"] == "random" and forced.info["groups_on_both_sides"] > 0  # the leak it prevents
+
+
+def test_a_given_split_is_respected_and_other_modes_fall_back_or_refuse():
+    import pytest
+
+    from omnissl.errors import DataError
+    from omnissl.train.data import held_out_split, split_indices
+
+    given = ["train", "test", "train", "test", "train"]
+    split = held_out_split(Grouped(["a", "a", "b", "b", "c"], split=given), 0.2, 0)
+    assert split.info["kind"] == "given" and split.held_out.tolist() == [1, 3] and split.train.tolist() == [0, 2, 4]
+    # one sample per group: a grouped split is a random one; the same indices as before groups existed
+    alone = held_out_split(Grouped([str(i) for i in range(50)]), 0.2, 3)
+    assert alone.info["kind"] == "random" and alone.held_out.tolist() == split_indices(50, 0.2, 3)[1].tolist()
+    # groups that are the classes (one photograph per class): holding out groups holds out classes
+    same = held_out_split(Grouped(["x", "x", "y", "y", "z", "z"], labels=[0, 0, 1, 1, 2, 2]), 0.34, 0)
+    assert same.info["kind"] == "random" and "coincide with its classes" in same.info["reason"]
+    with pytest.raises(DataError, match="no given split"):
+        held_out_split(Grouped(["a", "b"]), 0.5, 0, "given")
+    with pytest.raises(DataError, match="the data set's split holds \\['val'\\]"):
+        held_out_split(Grouped(["a", "b"], split=["train", "val"]), 0.5, 0)
+
+    class Plain:
+        def __len__(self):
+            return 4
+    with pytest.raises(DataError, match="no groups"):
+        held_out_split(Plain(), 0.5, 0, "grouped")

@@ -158,7 +158,11 @@ def format_table(report: dict[str, Any]) -> str:
     for probe in probes:
         label = probe if probe.endswith("rmse") else f"{probe} ({metric})"
         lines.append(f"{label:<{width}}" + "".join(f"{report[c].get(probe, float('nan')):>12.4f}" for c in columns))
-    lines.append(f"({report['num_train']} train / {report['num_test']} held-out samples)")
+    split = report.get("split", {})
+    where = f", {split['kind']} split" if split else ""
+    if split.get("held_out_groups"):
+        where += f", {split['held_out_groups']} held-out {split['group_kind']}s"
+    lines.append(f"({report['num_train']} train / {report['num_test']} held-out samples{where})")
     for name, sub in report.get("targets", {}).items():
         lines.append(f"\ntarget {name}:")
         lines.append(format_table(sub))

@@ -18,7 +18,7 @@ from omnissl.modality import Modality
 from omnissl.plugins import Registry, get_registry
 from omnissl.recipe import PoolName, Recipe, apply_overrides, load_yaml, validate
 from omnissl.train.checkpoint import LAST, load_checkpoint
-from omnissl.train.data import TokenDataset, split_indices
+from omnissl.train.data import TokenDataset, held_out_split
 from omnissl.train.loop import pick_device
 
 
@@ -107,6 +107,7 @@ class ProbeSetup:
     train_idx: np.ndarray
     test_idx: np.ndarray
     checkpoint: dict[str, Any]  # the run's last checkpoint, for tools that need more than the encoder
+    split: dict[str, Any]  # how the split was made (kind, sizes, groups on each side): HeldOutSplit.info
 
 
 def probe_setup(run_dir: Path, registry: Registry) -> ProbeSetup:
@@ -116,8 +117,9 @@ def probe_setup(run_dir: Path, registry: Registry) -> ProbeSetup:
     torch.manual_seed(recipe.probe.seed + 1)
     random_init = build_encoder(recipe, registry, modality)
     val_fraction = recipe.get("data", "val_fraction", 0.1) or 0.2
-    train_idx, test_idx = split_indices(len(dataset), val_fraction, recipe.train.seed)
-    return ProbeSetup(recipe, pretrained, random_init, TokenDataset(dataset, modality), train_idx, test_idx, state)
+    split = held_out_split(dataset, val_fraction, recipe.train.seed, recipe.get("data", "split", "auto"))
+    return ProbeSetup(recipe, pretrained, random_init, TokenDataset(dataset, modality), split.train, split.held_out,
+                      state, split.info)
 
 
 def probe_run(run_dir: Path, registry: Registry, unlabelled: Literal["error", "skip"] = "error") -> dict[str, Any]:
@@ -133,8 +135,11 @@ def probe_run(run_dir: Path, registry: Registry, unlabelled: Literal["error", "s
         (run_dir / "probe.json").write_text(json.dumps(report, indent=2) + "\n")
         return report
     device = pick_device(setup.recipe.train.device)
-    return run_probes(setup.pretrained.to(device), setup.random_init.to(device), setup.tokens, setup.train_idx,
-                      setup.test_idx, setup.recipe.probe, device, run_dir / "probe.json")
+    report = run_probes(setup.pretrained.to(device), setup.random_init.to(device), setup.tokens, setup.train_idx,
+                        setup.test_idx, setup.recipe.probe, device)
+    report["split"] = setup.split  # which split the numbers are on, and how many groups each side has
+    (run_dir / "probe.json").write_text(json.dumps(report, indent=2) + "\n")
+    return report
 
 
 def export_run(run_dir: Path, exporter: str, out: Path, registry: Registry) -> Path:

@@ -9,7 +9,8 @@ the data.
 
 from __future__ import annotations
 
-from typing import Any, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any, Iterator, Literal, Sequence
 
 import numpy as np
 import torch
@@ -27,6 +28,87 @@ def split_indices(n: int, val_fraction: float, seed: int) -> tuple[np.ndarray, n
     if val_fraction > 0 and n_val == 0 and n > 1:
         n_val = 1
     return np.sort(order[n_val:]), np.sort(order[:n_val])
+
+
+SplitMode = Literal["auto", "random", "grouped", "given"]
+
+
+@dataclass
+class HeldOutSplit:
+    """The train / held-out split of a data set, and how it was made (for data.json and probe.json)."""
+
+    train: np.ndarray
+    held_out: np.ndarray
+    info: dict[str, Any]
+
+
+def held_out_split(dataset: Any, val_fraction: float, seed: int, mode: SplitMode = "auto") -> HeldOutSplit:
+    """Split ``dataset`` for validation and probes without leaking a group across the split.
+
+    - ``given``: the data set's own ``split`` ("train" / "test" per sample, a benchmark's files).
+    - ``grouped``: whole ``groups`` (recordings, subjects, volumes, speakers) are held out, a
+      fraction ``val_fraction`` of them, so no held-out sample has a near-duplicate in training.
+    - ``random``: samples at random (right when every sample is its own group).
+    - ``auto``: ``given`` when the data set has a ``split``, else ``grouped`` when it has groups
+      with more than one sample, else ``random``. Groups that coincide with the classes (one
+      photograph per class) would hold out whole classes: ``auto`` then falls back to random
+      and says so.
+    """
+    n = len(dataset)
+    given = getattr(dataset, "split", None)
+    groups = getattr(dataset, "groups", None)
+    groups = None if groups is None else np.asarray(groups).astype(str)
+    reason = ""
+    if mode == "auto":
+        if given is not None:
+            mode = "given"
+        elif groups is not None and len(np.unique(groups)) < n:
+            if _groups_are_classes(groups, labels_of(dataset)):
+                mode, reason = "random", "its groups coincide with its classes: a grouped split would hold out " \
+                                         "whole classes"
+            else:
+                mode = "grouped"
+        else:
+            mode = "random"
+    if mode == "given":
+        if given is None:
+            raise DataError("data.split=given, but this data set has no given split (no `split` attribute); use "
+                            "data.split=auto, grouped or random")
+        given = np.asarray(given).astype(str)
+        unknown = sorted(set(given.tolist()) - {"train", "test"})
+        if unknown:
+            raise DataError(f"the data set's split holds {unknown}; it may hold only 'train' and 'test'")
+        train, held_out = np.flatnonzero(given == "train"), np.flatnonzero(given == "test")
+    elif mode == "grouped":
+        if groups is None:
+            raise DataError("data.split=grouped, but this data set has no groups; use data.split=random")
+        names = np.unique(groups)
+        order = np.random.default_rng(seed).permutation(len(names))
+        n_val = int(round(len(names) * val_fraction))
+        if val_fraction > 0 and n_val == 0 and len(names) > 1:
+            n_val = 1
+        chosen = np.isin(groups, names[order[:n_val]])
+        train, held_out = np.flatnonzero(~chosen), np.flatnonzero(chosen)
+    else:
+        train, held_out = split_indices(n, val_fraction, seed)
+    info: dict[str, Any] = {"kind": mode, "train": int(len(train)), "held_out": int(len(held_out))}
+    if reason:
+        info["reason"] = reason
+    if groups is not None:
+        train_groups, held_groups = set(groups[train].tolist()), set(groups[held_out].tolist())
+        info.update(group_kind=getattr(dataset, "group_kind", "group"), train_groups=len(train_groups),
+                    held_out_groups=len(held_groups), groups_on_both_sides=len(train_groups & held_groups))
+    return HeldOutSplit(train, held_out, info)
+
+
+def _groups_are_classes(groups: np.ndarray, labels: np.ndarray | None) -> bool:
+    """Whether every group holds one class and every class one group."""
+    if labels is None:
+        return False
+    labels = np.asarray(labels).astype(np.float64)
+    known = np.isfinite(labels)
+    pairs = set(zip(groups[known].tolist(), labels[known].tolist()))
+    return len(pairs) == len({g for g, _ in pairs}) == len({c for _, c in pairs})
 
 
 def labels_of(dataset: Any) -> np.ndarray | None:

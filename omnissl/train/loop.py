@@ -25,7 +25,7 @@ from omnissl.errors import TrainingError
 from omnissl.plugins import Registry
 from omnissl.recipe import Recipe
 from omnissl.train.checkpoint import ENCODER, LAST, load_checkpoint, save_checkpoint, save_weights
-from omnissl.train.data import (SeededBatchSampler, TokenDataset, fixed_batches, make_loader, split_indices,
+from omnissl.train.data import (SeededBatchSampler, TokenDataset, fixed_batches, held_out_split, make_loader,
                                 step_generator, validate_tokens)
 from omnissl.train.optim import lr_at, make_optimizer, peak_lr
 from omnissl.train.runfolder import (DATA_SUMMARY, METRICS, MetricsLog, check_resume_recipe, check_start,
@@ -119,7 +119,9 @@ def train(recipe: Recipe, registry: Registry, out_dir: Path, resume: bool = Fals
 
     micro = t.micro_batch_size or t.batch_size
     accum = t.batch_size // micro
-    train_idx, val_idx = split_indices(len(parts.dataset), recipe.get("data", "val_fraction", 0.1), t.seed)
+    split = held_out_split(parts.dataset, recipe.get("data", "val_fraction", 0.1), t.seed,
+                           recipe.get("data", "split", "auto"))
+    train_idx, val_idx = split.train, split.held_out
     tokens = TokenDataset(parts.dataset, modality)
     lr_peak = peak_lr(cfg, t.batch_size)
     optimizer = make_optimizer(objective, cfg, lr_peak, device)
@@ -135,7 +137,7 @@ def train(recipe: Recipe, registry: Registry, out_dir: Path, resume: bool = Fals
         remove_run(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     write_recipe(out_dir, recipe, registry, start, changes)
-    summary = data_summary(parts.dataset, recipe.raw["data"]["name"], train_idx, val_idx)
+    summary = data_summary(parts.dataset, recipe.raw["data"]["name"], split.info)
     write_summary(summary, out_dir / DATA_SUMMARY)
     print(format_summary(summary), file=sys.stderr, flush=True)
     log = MetricsLog(out_dir / METRICS, keep_until=start if resume else None)

@@ -25,8 +25,8 @@ def _reason_kind(reason: str) -> str:
     return head[:60] or "other"
 
 
-def data_summary(dataset: Any, name: str, train_idx: np.ndarray, val_idx: np.ndarray) -> dict[str, Any]:
-    """A JSON-ready description of ``dataset`` and its split."""
+def data_summary(dataset: Any, name: str, split: dict[str, Any]) -> dict[str, Any]:
+    """A JSON-ready description of ``dataset`` and its split (``HeldOutSplit.info``)."""
     kind = getattr(dataset, "sample_kind", "sample")
     summary: dict[str, Any] = {"data_set": name, "samples": len(dataset), "sample_kind": kind}
     extra = dataset.summary() if callable(getattr(dataset, "summary", None)) else {}
@@ -41,17 +41,9 @@ def data_summary(dataset: Any, name: str, train_idx: np.ndarray, val_idx: np.nda
         summary["targets"] = {str(k): int(np.isfinite(np.asarray(v, dtype=np.float64)).sum())
                               for k, v in targets.items()}
     groups = getattr(dataset, "groups", None)
-    split: dict[str, Any] = {"kind": "random over samples", "train": int(len(train_idx)),
-                             "held_out": int(len(val_idx))}
-    if groups is not None:
-        groups = np.asarray(groups)
-        summary["groups"] = {"kind": getattr(dataset, "group_kind", "group"), "count": int(len(np.unique(groups)))}
-        train_groups, val_groups = set(groups[train_idx].tolist()), set(groups[val_idx].tolist())
-        split["train_groups"], split["held_out_groups"] = len(train_groups), len(val_groups)
-        split["groups_on_both_sides"] = len(train_groups & val_groups)
-    else:
-        summary["groups"] = None
-    summary["split"] = split
+    summary["groups"] = None if groups is None else {"kind": getattr(dataset, "group_kind", "group"),
+                                                     "count": int(len(np.unique(np.asarray(groups))))}
+    summary["split"] = dict(split)
     return summary
 
 
@@ -110,10 +102,13 @@ def format_summary(summary: dict[str, Any]) -> str:
     groups, split = summary["groups"], summary["split"]
     if groups:
         lines.append(f"  groups: {groups['count']:,} {groups['kind']}s")
-    side = f"{split['train']:,} train / {split['held_out']:,} held-out ({split['kind']}"
+    kind = {"random": "random over samples", "grouped": "grouped", "given": "the data set's own"}[split["kind"]]
+    side = f"{split['train']:,} train / {split['held_out']:,} held-out ({kind}"
     if "train_groups" in split:
-        side += f"; {split['train_groups']:,} / {split['held_out_groups']:,} {groups['kind']}s, " \
+        side += f"; {split['train_groups']:,} / {split['held_out_groups']:,} {split['group_kind']}s, " \
                 f"{split['groups_on_both_sides']:,} on both sides"
+    if split.get("reason"):
+        side += f"; not grouped: {split['reason']}"
     lines.append(f"  split: {side})")
     return "\n".join(lines)
 

@@ -122,6 +122,8 @@ class UEAEEG(WindowDataset):
         super().__init__([windows], [problem], labels=[names[trial]], groups=[problem], group_kind="trial",
                          files=len(parts))
         self.groups = np.array([f"{problem} trial {t}" for t in trial.tolist()])
+        # The problem's own TRAIN / TEST files: the held-out split of the UEA benchmark (data.split: given).
+        self.split = np.where(trial < len(parts[0][0]), "train", "test")
 
     def summary(self) -> dict[str, int | float | str]:
         """The two .ts files, their trials, and the samples kept and rejected."""
