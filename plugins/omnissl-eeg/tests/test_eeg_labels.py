@@ -135,3 +135,9 @@ def test_eeg_data_set_contract(eeg_raw):
     assert windows.sample_kind == "window" and len(windows) == 2 * windows.trials
     assert windows.groups[0] == windows.groups[1] != windows.groups[2]  # a trial's windows share its group
     assert windows.labels[0] == windows.labels[1]
+    # the problem's own TRAIN / TEST files are its held-out split, for windows of a trial too
+    from omnissl.train.data import held_out_split
+
+    split = held_out_split(windows, 0.2, 0)
+    assert split.info["kind"] == "given" and split.info["groups_on_both_sides"] == 0
+    assert set(windows.split.tolist()) == {"train", "test"} and len(split.train) + len(split.held_out) == len(windows)

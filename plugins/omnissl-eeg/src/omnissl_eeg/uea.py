@@ -72,7 +72,9 @@ class UEAEEG(WindowDataset):
     Each case is an epoch (a trial) in microvolts with the problem's electrode names and rate; it
     goes through the same preprocessing as recordings do (``window_seconds: null`` keeps each case
     whole: one sample per trial). Each trial is its own group (``group_kind`` ``"trial"``): the
-    windows of one trial stay on one side of a held-out split.
+    windows of one trial stay on one side of a held-out split. ``split`` marks each sample
+    ``"train"`` or ``"test"`` by its file, so ``data.split: auto`` holds out the benchmark's own
+    TEST file.
 
     Args:
         problem: SelfRegulationSCP1, EyesOpenShut or FingerMovements.
