@@ -39,4 +39,7 @@ def test_demo_trains_end_to_end_through_the_cli(tmp_path: Path, capsys: pytest.C
     stats = json.loads((out / "audio_stats.json").read_text())
     assert stats["num_clips"] == 60 and stats["frontend"]["num_mel_bins"] == 64 and stats["std"] > 0
     probe = json.loads((out / "probe.json").read_text())
-    assert set(probe) >= {"pretrained", "random", "baseline"} and probe["num_test"] == 12
+    assert set(probe) >= {"pretrained", "random", "baseline"}
+    # the voices are the groups: one of the three (20 clips) is held out whole
+    assert probe["num_test"] == 20 and probe["split"]["kind"] == "grouped"
+    assert (probe["split"]["held_out_groups"], probe["split"]["groups_on_both_sides"]) == (1, 0)

@@ -193,7 +193,7 @@ def test_several_files_with_different_target_columns(tmp_path, molecule_data_dir
     expected = [MurckoScaffold.MurckoScaffoldSmiles(r["smiles"], includeChirality=False) for r in rows]
     assert list(ds.scaffolds[:6]) == expected and ds.summary()["scaffolds"] == len(set(ds.scaffolds))
     assert ds.target_tasks == {"expt": "regression", "calc": "regression"}
-    printed = format_summary(data_summary(ds, "molecule_files", np.arange(6), np.arange(6, 8)))
+    printed = format_summary(data_summary(ds, "molecule_files", {"kind": "random", "train": 6, "held_out": 2}))
     assert printed.startswith("data: molecule_files: 8 molecules from 3 files\n")
     assert "targets: expt (3 labelled), calc (3 labelled)" in printed and "scaffolds" in printed
 
