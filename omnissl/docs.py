@@ -25,7 +25,8 @@ CORE_MEANINGS = {"val_fraction": "fraction of samples held out for validation an
                  "num_workers": "DataLoader worker processes (the data do not depend on it)",
                  "split": "how samples are held out: given (the data set's own train/test), grouped (whole "
                           "recordings, subjects, volumes, speakers), random, or auto (given, else grouped when "
-                          "groups hold several samples, else random)"}
+                          "groups hold several samples, else random); scaffold for molecules (Bemis-Murcko, "
+                          "MoleculeNet's split)"}
 
 
 def _docstring(factory: Callable[..., Any]) -> str:

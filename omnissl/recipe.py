@@ -90,7 +90,7 @@ COMPONENTS = {"modality": "modalities", "data": "datasets", "masker": "maskers",
               "objective": "objectives"}
 # Keys of component sections that the core consumes itself (not passed to the factory).
 CORE_KEYS = {"data": {"val_fraction": Annotated[float, Range(ge=0, lt=1)], "num_workers": Annotated[int, Range(ge=0)],
-                      "split": Literal["auto", "random", "grouped", "given"]}}
+                      "split": Literal["auto", "random", "grouped", "given", "scaffold"]}}
 CORE_DEFAULTS = {"data": {"val_fraction": 0.1, "num_workers": 0, "split": "auto"}}
 # Leading positional parameters the core passes to factories, never set from a recipe.
 INJECTED = {"encoders": ("spec", "modality"), "objectives": ("encoder", "modality")}

@@ -171,3 +171,22 @@ def test_a_given_split_is_respected_and_other_modes_fall_back_or_refuse():
             return 4
     with pytest.raises(DataError, match="no groups"):
         held_out_split(Plain(), 0.5, 0, "grouped")
+
+
+def test_a_scaffold_split_keeps_each_scaffold_on_one_side_and_holds_out_the_rare_ones():
+    from omnissl.train.data import held_out_split
+
+    class Molecules:
+        # scaffold sets of 40, 25, 15, 10, 5, 3, 1, 1 molecules (100 in all)
+        scaffolds = np.repeat(["c1ccccc1", "c1ccncc1", "C1CCCCC1", "c1ccc2ccccc2c1", "C1CC1", "c1ccoc1",
+                               "C1CCNC1", ""], [40, 25, 15, 10, 5, 3, 1, 1])
+
+        def __len__(self):
+            return 100
+
+    split = held_out_split(Molecules(), 0.2, seed=0, mode="scaffold")
+    scaffolds = Molecules.scaffolds
+    assert split.info["kind"] == "scaffold" and split.info["groups_on_both_sides"] == 0
+    assert set(scaffolds[split.train]) == {"c1ccccc1", "c1ccncc1", "C1CCCCC1"}  # 80: the largest sets
+    assert len(split.held_out) == 20 and split.info["held_out_groups"] == 5
+    assert held_out_split(Molecules(), 0.2, seed=7, mode="scaffold").held_out.tolist() == split.held_out.tolist()

