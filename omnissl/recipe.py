@@ -175,28 +175,25 @@ class Recipe:
         return self.raw.get(section, {}).get(key, default)
 
 
-class _Loader(yaml.SafeLoader):
-    """PyYAML's safe loader, reading ``1e-3`` as the number every user means.
-
-    PyYAML follows YAML 1.1, whose float pattern needs a dot and a signed exponent, so
-    ``lr: 1e-3`` would be the string "1e-3"; YAML 1.2 (and every other parser) reads a float.
-    """
+# YAML 1.1 (PyYAML) reads a float only with a dot and a signed exponent, so `lr: 1e-3` would be
+# the string "1e-3"; YAML 1.2, and every other parser, reads the number every user means.
+_EXPONENT_FLOAT = re.compile(r"[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9][0-9_]*)[eE][-+]?[0-9]+")
 
 
-_Loader.yaml_implicit_resolvers = {key: list(value) for key, value in yaml.SafeLoader.yaml_implicit_resolvers.items()}
-_Loader.add_implicit_resolver(
-    "tag:yaml.org,2002:float",
-    re.compile(r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
-                  |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
-                  |\.[0-9_]+(?:[eE][-+]?[0-9]+)?
-                  |[-+]?\.(?:inf|Inf|INF)
-                  |\.(?:nan|NaN|NAN))$""", re.X),
-    list("-+0123456789."))
+def _numbers(value: Any) -> Any:
+    """``value`` with the exponent floats YAML 1.1 leaves as strings read as numbers."""
+    if isinstance(value, dict):
+        return {k: _numbers(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_numbers(v) for v in value]
+    if isinstance(value, str) and _EXPONENT_FLOAT.fullmatch(value):
+        return float(value.replace("_", ""))
+    return value
 
 
 def yaml_load(text: str) -> Any:
-    """Parse YAML safely (no tags that build Python objects), with YAML 1.2's floats."""
-    return yaml.load(text, Loader=_Loader)  # noqa: S506 - _Loader is a SafeLoader
+    """``yaml.safe_load`` (no tags that build Python objects), reading ``1e-3`` as a number."""
+    return _numbers(yaml.safe_load(text))
 
 
 def _closest(key: str, choices: Sequence[str]) -> str:

@@ -17,7 +17,8 @@ import torch
 
 from omnissl.errors import DataError, OmnisslError
 from omnissl.recipe import ProbeConfig
-from omnissl.train.data import TokenDataset, fixed_batches, make_loader
+from omnissl.train.checkpoint import write_text_atomic
+from omnissl.train.data import TokenDataset, fixed_batches, make_loader, task_of
 
 
 def _sklearn() -> Any:
@@ -51,15 +52,6 @@ def baseline(tokens: TokenDataset, indices: np.ndarray) -> np.ndarray | None:
             return None
         rows.append(np.asarray(row, dtype=np.float64).ravel())
     return np.stack(rows)
-
-
-def task_of(dataset: Any, labels: np.ndarray, declared: str | None = None) -> str:
-    """``declared`` (or the data set's ``task``) when given, else guessed from the labelled values."""
-    task = declared or getattr(dataset, "task", None)
-    if task in ("classification", "regression"):
-        return task
-    known = labels[np.isfinite(labels)]
-    return "classification" if np.allclose(known, np.round(known)) and len(np.unique(known)) <= 100 else "regression"
 
 
 def score_features(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray, test_y: np.ndarray,
@@ -112,11 +104,11 @@ def run_probes(pretrained: torch.nn.Module, random_init: torch.nn.Module, tokens
                 declared = (getattr(tokens.dataset, "target_tasks", None) or {}).get(name)
                 report["targets"][str(name)] = _probe_labels(pretrained, random_init, tokens, values, train_idx,
                                                              test_idx, config, device,
-                                                             task_of(None, values, declared or "auto"))
+                                                             task_of(None, values, declared))
             except DataError as exc:  # one sparse target does not stop the others
                 report["targets"][str(name)] = {"skipped": str(exc)}
     if out_path is not None:
-        out_path.write_text(json.dumps(report, indent=2) + "\n")
+        write_text_atomic(out_path, json.dumps(report, indent=2) + "\n", "probe report")
     return report
 
 

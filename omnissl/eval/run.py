@@ -17,7 +17,7 @@ from omnissl.eval.probe import encode, run_probes
 from omnissl.modality import Modality
 from omnissl.plugins import Registry, get_registry
 from omnissl.recipe import PoolName, Recipe, apply_overrides, load_yaml, validate
-from omnissl.train.checkpoint import LAST, load_checkpoint
+from omnissl.train.checkpoint import LAST, load_checkpoint, write_text_atomic
 from omnissl.train.data import TokenDataset, held_out_split
 from omnissl.train.loop import pick_device
 
@@ -132,13 +132,13 @@ def probe_run(run_dir: Path, registry: Registry, unlabelled: Literal["error", "s
     if setup.tokens.labels is None and unlabelled == "skip":
         report = {"skipped": "the data set has no labels, so there is nothing to probe; probe another, labelled "
                              "data set of this modality, or set probe.enabled=false"}
-        (run_dir / "probe.json").write_text(json.dumps(report, indent=2) + "\n")
+        write_text_atomic(run_dir / "probe.json", json.dumps(report, indent=2) + "\n", "probe report")
         return report
     device = pick_device(setup.recipe.train.device)
     report = run_probes(setup.pretrained.to(device), setup.random_init.to(device), setup.tokens, setup.train_idx,
                         setup.test_idx, setup.recipe.probe, device)
     report["split"] = setup.split  # which split the numbers are on, and how many groups each side has
-    (run_dir / "probe.json").write_text(json.dumps(report, indent=2) + "\n")
+    write_text_atomic(run_dir / "probe.json", json.dumps(report, indent=2) + "\n", "probe report")
     return report
 
 

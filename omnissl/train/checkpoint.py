@@ -64,6 +64,11 @@ def first_non_finite(state: Any) -> str | None:
     return None
 
 
+def write_text_atomic(path: Path, text: str, what: str = "file") -> Path:
+    """Write a run-folder text file (recipe, history, metrics, data.json, probe.json) atomically."""
+    return _write_atomic(path, lambda handle: handle.write(text.encode()), what)
+
+
 def _write_atomic(path: Path, write: Callable[[Any], None], what: str) -> Path:
     """Write ``path`` through a temporary file in the same folder, then rename it into place."""
     path.parent.mkdir(parents=True, exist_ok=True)

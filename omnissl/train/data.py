@@ -130,6 +130,15 @@ def _groups_are_classes(groups: np.ndarray, labels: np.ndarray | None) -> bool:
     return len(pairs) == len({g for g, _ in pairs}) == len({c for _, c in pairs})
 
 
+def task_of(dataset: Any, labels: np.ndarray, declared: str | None = None) -> str:
+    """``declared`` (or the data set's ``task``) when given, else guessed from the labelled values."""
+    task = declared or getattr(dataset, "task", None)
+    if task in ("classification", "regression"):
+        return task
+    known = labels[np.isfinite(labels)]
+    return "classification" if np.allclose(known, np.round(known)) and len(np.unique(known)) <= 100 else "regression"
+
+
 def labels_of(dataset: Any) -> np.ndarray | None:
     labels = getattr(dataset, "labels", None)
     return None if labels is None else np.asarray(labels)

@@ -24,6 +24,7 @@ import yaml
 
 from omnissl.errors import OmnisslError, TrainingError
 from omnissl.plugins import Registry
+from omnissl.train.checkpoint import write_text_atomic
 from omnissl.recipe import (COMPONENTS, CORE_DEFAULTS, INJECTED, SECTIONS, Recipe, factory_parameters, load_yaml,
                             validate)
 
@@ -161,14 +162,8 @@ def write_recipe(out_dir: Path, recipe: Recipe, registry: Registry, step: int,
             entry["changed"] = {key: [old, new] for key, (old, new) in changes.items()}
         entry["recipe"] = resolved(recipe, registry)
         history.append(entry)
-    _write_text(out_dir / HISTORY, yaml.safe_dump(history, sort_keys=False))
-    _write_text(out_dir / RECIPE, yaml.safe_dump(recipe.raw, sort_keys=False))
-
-
-def _write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
+    write_text_atomic(out_dir / HISTORY, yaml.safe_dump(history, sort_keys=False), "recipe history")
+    write_text_atomic(out_dir / RECIPE, yaml.safe_dump(recipe.raw, sort_keys=False), "recipe")
 
 
 def load_training_state(objective: torch.nn.Module, optimizer: torch.optim.Optimizer, state: dict[str, Any],
@@ -200,7 +195,7 @@ class MetricsLog:
         self.path = path
         if keep_until is not None and path.exists():  # resuming: drop what came after the checkpoint
             kept = [r for r in read_metrics(path) if r.get("step", 0) <= keep_until]
-            _write_text(path, "".join(json.dumps(r) + "\n" for r in kept))
+            write_text_atomic(path, "".join(json.dumps(r) + "\n" for r in kept), "metrics log")
         elif keep_until is None:
             path.write_text("")
 

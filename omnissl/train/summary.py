@@ -16,7 +16,8 @@ from typing import Any
 
 import numpy as np
 
-from omnissl.train.data import labels_of
+from omnissl.train.checkpoint import write_text_atomic
+from omnissl.train.data import labels_of, task_of
 
 
 def _reason_kind(reason: str) -> str:
@@ -54,10 +55,7 @@ def _labels(dataset: Any) -> dict[str, Any] | None:
     values = labels.astype(np.float64)
     known = values[np.isfinite(values)]
     out: dict[str, Any] = {"labelled": int(len(known)), "unlabelled": int(len(values) - len(known))}
-    task = getattr(dataset, "task", None)
-    is_class = task == "classification" or (task is None and len(known) and np.allclose(known, np.round(known))
-                                            and len(np.unique(known)) <= 100)
-    if is_class:
+    if len(known) and task_of(dataset, values) == "classification":  # the rule the probes follow
         classes = list(getattr(dataset, "classes", None) or [])
         counts = Counter(int(v) for v in known)
         out["task"] = "classification"
@@ -115,6 +113,4 @@ def format_summary(summary: dict[str, Any]) -> str:
 
 
 def write_summary(summary: dict[str, Any], path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(summary, indent=2, default=str) + "\n")
-    tmp.replace(path)
+    write_text_atomic(path, json.dumps(summary, indent=2, default=str) + "\n", "data summary")
