@@ -10,6 +10,7 @@ plugin's README holds the same table between two markers, checked by a test
 
 from __future__ import annotations
 
+import importlib
 import inspect
 import re
 import sys
@@ -43,10 +44,26 @@ def summary_line(factory: Callable[..., Any]) -> str:
     return re.split(r"(?<=[a-z0-9)`])\. ", first, maxsplit=1)[0].rstrip(".")
 
 
+# "Other options: as :class:`~package.module.Class`." shares another factory's entries.
+_SHARED = re.compile(r"^\s*Other (?:options|arguments): as :class:`~?([\w.]+)`", re.M)
+
+
+def _resolve(dotted: str) -> Any:
+    module, _, name = dotted.rpartition(".")
+    return getattr(importlib.import_module(module), name)
+
+
 def arg_docs(factory: Callable[..., Any]) -> dict[str, str]:
-    """``name -> meaning`` from the Google-style ``Args:`` sections of a factory's docstrings."""
+    """``name -> meaning`` from the Google-style ``Args:`` sections of a factory's docstrings.
+
+    A docstring may end with ``Other options: as :class:`~pkg.mod.Class`.``: options it does not
+    document itself take their meaning from that class, so shared options are written once.
+    """
+    doc = _docstring(factory)
     out: dict[str, str] = {}
-    for section in re.split(r"^\s*(?:Args|Arguments|Parameters):\s*$", _docstring(factory), flags=re.M)[1:]:
+    for dotted in _SHARED.findall(doc):
+        out.update(arg_docs(_resolve(dotted)))
+    for section in re.split(r"^\s*(?:Args|Arguments|Parameters):\s*$", doc, flags=re.M)[1:]:
         current: list[str] | None = None
         base_indent = None
         pending = ""  # names of a multi-name entry that wraps onto the next line

@@ -60,3 +60,13 @@ def test_datasets_command_lists_and_shows_options(capsys):
     assert "val_fraction" in shown and "float (>= 0 and < 1) = 0.1" in shown
     assert main(["datasets", "numpyy"]) == 2
     assert "Did you mean 'numpy'" in capsys.readouterr().err
+
+
+def test_shared_options_are_documented_once_and_followed():
+    from omnissl_audio.datasets import AudioFolder, AudioManifest
+    from omnissl_eeg.datasets import EEGFolder, EEGManifest
+
+    manifest, folder = arg_docs(AudioManifest), arg_docs(AudioFolder)
+    assert manifest["frame_shift_ms"] == folder["frame_shift_ms"] == "hop between frames."
+    assert manifest["path_column"] == "column holding each clip's audio file."  # its own entry
+    assert arg_docs(EEGManifest)["reject_by_annotation"] == arg_docs(EEGFolder)["reject_by_annotation"]

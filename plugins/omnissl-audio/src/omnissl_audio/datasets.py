@@ -152,14 +152,8 @@ class AudioManifest(AudioClips):
         group_column: column naming each clip's group (speaker, session...): a held-out split
             keeps a group on one side; None groups the clips by file.
         path_column: column holding each clip's audio file.
-        sample_rate: rate the audio is resampled to (Hz).
-        num_mel_bins: mel filters (set ``modality.num_mel_bins`` to the same).
-        frontend: ``"kaldi_fbank"`` (AudioMAE's Kaldi filter banks) or ``"melspectrogram"`` (torchaudio's).
-        frame_length_ms: analysis window.
-        frame_shift_ms: hop between frames.
-        mean, std: fixed normalisation of the log-mels (None: the data set's own, computed once).
-        cache_dir: feature cache root (None: ``$OMNISSL_CACHE/audio``, else ``~/.cache/omnissl/audio``).
-        strict: unreadable clips are fatal instead of skipped with a warning.
+
+    Other options: as :class:`~omnissl_audio.datasets.AudioFolder`.
     """
 
     def __init__(self, manifest: str, label_column: str = "label", group_column: str | None = None,

@@ -74,14 +74,8 @@ class SpokenDigits(AudioFolder):
         snr_db: [low, high] range of the signal-to-noise ratio drawn per clip.
         clip_seconds: clip length.
         seed: seed of offsets and noise.
-        sample_rate: rate the audio is resampled to (Hz).
-        num_mel_bins: mel filters (set ``modality.num_mel_bins`` to the same).
-        frontend: ``"kaldi_fbank"`` (AudioMAE's Kaldi filter banks) or ``"melspectrogram"`` (torchaudio's).
-        frame_length_ms: analysis window.
-        frame_shift_ms: hop between frames.
-        mean, std: fixed normalisation of the log-mels (None: the data set's own, computed once).
-        cache_dir: feature cache root (None: ``$OMNISSL_CACHE/audio``, else ``~/.cache/omnissl/audio``).
-        strict: unreadable clips are fatal instead of skipped with a warning.
+
+    Other options: as :class:`~omnissl_audio.datasets.AudioFolder`.
     """
 
     def __init__(self, voices: list[str] = VOICES, speeds: Annotated[list[int], Range(ge=1)] = (120, 160, 200),
@@ -166,14 +160,8 @@ class PyannoteSpeakers(AudioClips):
     Args:
         window_seconds: window length; only windows inside one speaker's turn are kept.
         hop_seconds: step between windows.
-        sample_rate: rate the audio is resampled to (Hz).
-        num_mel_bins: mel filters (set ``modality.num_mel_bins`` to the same).
-        frontend: ``"kaldi_fbank"`` (AudioMAE's Kaldi filter banks) or ``"melspectrogram"`` (torchaudio's).
-        frame_length_ms: analysis window.
-        frame_shift_ms: hop between frames.
-        mean, std: fixed normalisation of the log-mels (None: the data set's own, computed once).
-        cache_dir: feature cache root (None: ``$OMNISSL_CACHE/audio``, else ``~/.cache/omnissl/audio``).
-        strict: unreadable clips are fatal instead of skipped with a warning.
+
+    Other options: as :class:`~omnissl_audio.datasets.AudioFolder`.
     """
 
     def __init__(self, window_seconds: Annotated[float, Range(gt=0)] = 1.0,

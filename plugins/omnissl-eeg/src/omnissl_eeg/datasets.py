@@ -202,21 +202,8 @@ class EEGManifest(WindowDataset):
         path_column: the column holding each recording's path.
         label_column: the column holding each recording's label; null, or a manifest without a label column: unlabelled.
         group_column: the column naming each recording's group (subject, site); null: each recording its own group.
-        pick: sensor types to keep (eeg, mag, grad); default all three.
-        l_freq: high-pass edge in Hz; null: no high-pass.
-        h_freq: low-pass edge in Hz (skipped above a recording's Nyquist rate); null: none.
-        notch: line frequency in Hz, harmonics below Nyquist too (60 in the Americas); null: none.
-        sfreq: rate in Hz every recording is resampled to (must equal modality.sfreq).
-        reference: average (common average of the EEG channels) or null to keep the recorded one.
-        window_seconds: window length of continuous recordings; null keeps each recording whole.
-        stride_seconds: step between window starts; null: window_seconds (no overlap).
-        reject: peak-to-peak limit per sensor type (uV, fT, fT/cm); a window above it is dropped; null keeps all.
-        unknown_channels: channels without a position: drop (warned), error, or index (a learned identity).
-        reject_by_annotation: drop windows overlapping BAD_/EDGE annotations (as MNE); false keeps them.
-        tmin: epochs files: start of each sample in seconds from its event; null: the epochs' own start.
-        tmax: epochs files: end (excluded) in seconds from the event; null: the epochs' own end.
-        cache_dir: window cache folder; null: $OMNISSL_CACHE/eeg or ~/.cache/omnissl/eeg.
-        strict: stop at the first unusable file instead of skipping it with a warning.
+
+    Other options: as :class:`~omnissl_eeg.datasets.EEGFolder`.
     """
 
     def __init__(self, manifest: str, path_column: str = "path", label_column: str | None = "label",
