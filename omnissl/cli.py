@@ -24,6 +24,10 @@ examples:
   omnissl train my.yaml optim.lr=1e-4 --out runs/in1k --resume --allow-recipe-change   change the recipe mid-run
   omnissl export runs/ct --to monai-unetr --out unetr_vit.pt   encoder weights for MONAI's UNETR
   omnissl probe runs/digits                     linear + k-NN probes: pre-trained vs random vs baseline
+  omnissl probe runs/digits --label-fractions 0.01,0.1,1   the same with 1 %, 10 %, all labels (+ PNG)
+  omnissl probe runs/eeg data.root=/other/set --test data.root=/other/test   probes on data you choose
+  omnissl finetune runs/digits --out runs/digits-ft   fine-tune end to end, pre-trained vs from scratch
+  omnissl finetune runs/digits train.steps=500 --label-fractions 0.1,1 --out runs/digits-ft10
 """
 
 
@@ -55,14 +59,48 @@ def _parser() -> argparse.ArgumentParser:
     datasets.add_argument("name", nargs="?", help="a data set name (data.name in a recipe)")
     datasets.add_argument("--markdown", action="store_true", help="as the markdown tables of the plugins' READMEs")
 
-    probe = sub.add_parser("probe", help="probe the encoder of a run folder")
+    probe = sub.add_parser("probe", help="probe the encoder of a run folder", epilog=EXAMPLES,
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
     probe.add_argument("run_dir", type=Path)
+    probe.add_argument("overrides", nargs="*", metavar="key.sub=value",
+                       help="data.* and probe.* overrides: another labelled data set of the modality, its label "
+                            "column, probe.pool")
+    probe.add_argument("--test", nargs="+", metavar="key.sub=value", default=[],
+                       help="a test set (data.* overrides): probes train on all of the data and are scored on it")
+    probe.add_argument("--label-fractions", type=_fractions, default=(), metavar="F,F,...",
+                       help="also probe with these fractions of the labelled training samples (0.01,0.1,1): "
+                            "a table and label_efficiency.png")
+    probe.add_argument("--out", type=Path, help="report file (default: RUN_DIR/probe.json)")
+
+    tune = sub.add_parser("finetune", help="fine-tune a run's encoder end to end, beside the same from scratch",
+                          epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    tune.add_argument("run_dir", type=Path, help="a run folder written by omnissl train")
+    tune.add_argument("overrides", nargs="*", metavar="key.sub=value",
+                      help="override the fine-tuning recipe (train.steps=500 optim.layer_decay=0.65 "
+                           "objective.mixup=0.8 data.root=...)")
+    tune.add_argument("--out", type=Path, help="folder of the fine-tuning runs (default: RUN_DIR/finetune)")
+    tune.add_argument("--label-fractions", type=_fractions, default=(1.0,), metavar="F,F,...",
+                      help="fine-tune on these fractions of the labelled training samples (default 1)")
+    tune.add_argument("--compare-scratch", action=argparse.BooleanOptionalAction, default=True,
+                      help="also fine-tune a randomly initialised encoder of the same shape (default: on)")
+    tune.add_argument("--resume", action="store_true", help="continue the fine-tuning runs in --out")
+    tune.add_argument("--overwrite", action="store_true", help="start over in an --out that holds runs")
 
     export = sub.add_parser("export", help="write a run's encoder in another library's layout")
     export.add_argument("run_dir", type=Path)
     export.add_argument("--to", required=True, help="exporter name (omnissl plugins lists them)")
     export.add_argument("--out", type=Path, required=True, help="output file")
     return parser
+
+
+def _fractions(text: str) -> tuple[float, ...]:
+    try:
+        values = tuple(float(part) for part in text.split(",") if part.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of fractions (0.01,0.1,1)")
+    if not values or any(not 0 < v <= 1 for v in values):
+        raise argparse.ArgumentTypeError(f"fractions must be in (0, 1], got {text!r}")
+    return tuple(sorted(set(values)))
 
 
 def _cmd_plugins() -> None:
@@ -151,21 +189,39 @@ def _cmd_train(args: argparse.Namespace) -> None:
         print(f"probe results: {out / 'probe.json'}")
 
 
-def _cmd_probe(run_dir: Path) -> None:
-    from omnissl.eval.probe import format_table
+def _cmd_probe(args: argparse.Namespace) -> None:
+    from omnissl.eval.probe import format_curve, format_table
     from omnissl.eval.run import probe_run
     from omnissl.plugins import get_registry
 
-    report = probe_run(run_dir, get_registry())
+    out = args.out or args.run_dir / "probe.json"
+    report = probe_run(args.run_dir, get_registry(), overrides=args.overrides, test=args.test,
+                       fractions=args.label_fractions, out=out)
     print(format_table(report))
-    print(f"probe results: {run_dir / 'probe.json'}")
+    if "label_fractions" in report:
+        print("\nlabel efficiency (probes on a fraction of the labelled training samples):")
+        print(format_curve(report["label_fractions"], report["metric"]))
+        print(f"plot: {out.with_name('label_efficiency.png')}")
+    print(f"probe results: {out}")
+
+
+def _cmd_finetune(args: argparse.Namespace) -> None:
+    from omnissl.eval.finetune import RESULT, finetune, format_report
+    from omnissl.plugins import get_registry
+
+    out = args.out or args.run_dir / "finetune"
+    report = finetune(args.run_dir, out, get_registry(), args.overrides, fractions=args.label_fractions,
+                      compare_scratch=args.compare_scratch, resume=args.resume, overwrite=args.overwrite)
+    print(format_report(report))
+    print(f"fine-tuning results: {out / RESULT}")
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = _parser()
     args, extra = parser.parse_known_args(argv)
     # `train RECIPE --out DIR key=value`: overrides after an option arrive here.
-    if extra and args.command == "train" and all("=" in e and not e.startswith("-") for e in extra):
+    takes = ("train", "probe", "finetune")
+    if extra and args.command in takes and all("=" in e and not e.startswith("-") for e in extra):
         args.overrides += extra
     elif extra:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
@@ -179,7 +235,9 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "datasets":
             _cmd_datasets(args.name, args.markdown)
         elif args.command == "probe":
-            _cmd_probe(args.run_dir)
+            _cmd_probe(args)
+        elif args.command == "finetune":
+            _cmd_finetune(args)
         elif args.command == "export":
             from omnissl.eval.run import export_run
             from omnissl.plugins import get_registry

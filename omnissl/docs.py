@@ -27,7 +27,9 @@ CORE_MEANINGS = {"val_fraction": "fraction of samples held out for validation an
                  "split": "how samples are held out: given (the data set's own train/test), grouped (whole "
                           "recordings, subjects, volumes, speakers), random, or auto (given, else grouped when "
                           "groups hold several samples, else random); scaffold for molecules (Bemis-Murcko, "
-                          "MoleculeNet's split)"}
+                          "MoleculeNet's split)",
+                 "split_seed": "seed of a random or grouped split; null: train.seed (omnissl finetune keeps its "
+                               "pre-training run's split this way)"}
 
 
 def _docstring(factory: Callable[..., Any]) -> str:

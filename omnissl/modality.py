@@ -58,6 +58,10 @@ class Modality:
     #: makes tokens of the spec's shapes and the loader checks each batch against it (a
     #: modality whose ``on_device`` regroups tokens is checked after ``on_device`` only).
     on_device_keeps_spec: bool = False
+    #: How one sample's token features become one vector when nothing else is asked (probes,
+    #: ``run_features``, ``load_encoder``, fine-tuning heads): ``mean`` (MAE's readout), ``max``
+    #: or ``mean_max`` (Point-MAE's: mean and max concatenated). ``probe.pool`` overrides it.
+    readout: str = "mean"
 
     def spec(self) -> TokenSpec:
         """The :class:`TokenSpec` every sample's tokens follow."""

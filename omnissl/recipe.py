@@ -90,8 +90,9 @@ COMPONENTS = {"modality": "modalities", "data": "datasets", "masker": "maskers",
               "objective": "objectives"}
 # Keys of component sections that the core consumes itself (not passed to the factory).
 CORE_KEYS = {"data": {"val_fraction": Annotated[float, Range(ge=0, lt=1)], "num_workers": Annotated[int, Range(ge=0)],
-                      "split": Literal["auto", "random", "grouped", "given", "scaffold"]}}
-CORE_DEFAULTS = {"data": {"val_fraction": 0.1, "num_workers": 0, "split": "auto"}}
+                      "split": Literal["auto", "random", "grouped", "given", "scaffold"],
+                      "split_seed": Annotated[int | None, Range(ge=0)]}}
+CORE_DEFAULTS = {"data": {"val_fraction": 0.1, "num_workers": 0, "split": "auto", "split_seed": None}}
 # Leading positional parameters the core passes to factories, never set from a recipe.
 INJECTED = {"encoders": ("spec", "modality"), "objectives": ("encoder", "modality")}
 
@@ -108,6 +109,9 @@ class OptimConfig:
     eps: Annotated[float, Range(gt=0)] = 1e-8
     warmup_steps: Annotated[int, Range(ge=0)] = 0
     min_lr: Annotated[float, Range(ge=0)] = 0.0
+    # layer-wise lr decay (BEiT; MAE fine-tuning): block i of L gets lr * layer_decay^(L + 1 - i),
+    # the embeddings layer_decay^(L + 1), what follows the encoder (heads) the full lr; 1: off
+    layer_decay: Annotated[float, Range(gt=0, le=1)] = 1.0
 
 
 @dataclass
@@ -139,7 +143,8 @@ class ProbeConfig:
     max_samples: Annotated[int, Range(ge=2)] = 20000
     batch_size: Annotated[int, Range(ge=1)] = 128
     seed: Annotated[int, Range(ge=0)] = 0
-    pool: PoolName = "mean"  # mean_max: Point-MAE's readout, mean and max concatenated
+    # how token features are pooled; default (null): the modality's own readout (Modality.readout)
+    pool: PoolName | None = None
 
 
 @dataclass
@@ -149,7 +154,9 @@ class VizConfig:
 
 
 SECTIONS: dict[str, type] = {"optim": OptimConfig, "train": TrainConfig, "probe": ProbeConfig, "viz": VizConfig}
-TOP_KEYS = ["description", *COMPONENTS, *SECTIONS]
+# ``finetune:`` holds ``key.sub: value`` overrides that ``omnissl finetune`` applies on top of its
+# fine-tuning defaults (a recipe's own settings for fine-tuning its encoder: steps, mixup, ...).
+TOP_KEYS = ["description", *COMPONENTS, *SECTIONS, "finetune"]
 
 
 @dataclass
@@ -300,6 +307,10 @@ def _type_name(annotation: Any) -> str:
     annotation = _plain(annotation)
     if typing.get_origin(annotation) is typing.Literal:
         return "one of " + ", ".join(repr(a) for a in typing.get_args(annotation))
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):  # Optional[X]: X, or null
+        options = [a for a in typing.get_args(annotation) if a is not type(None)]
+        nullable = len(options) < len(typing.get_args(annotation))
+        return " or ".join(_type_name(a) for a in options) + (" (or null)" if nullable else "")
     return getattr(annotation, "__name__", None) or str(annotation).replace("typing.", "")
 
 
@@ -346,6 +357,10 @@ def validate(raw: dict[str, Any], registry: Registry, source: str = "<recipe>", 
     for key in raw:
         if key not in TOP_KEYS:
             raise RecipeError(f"{lines.where(source, key)}: unknown section {key!r}.{_closest(key, TOP_KEYS)}")
+    tune = raw.get("finetune")
+    if tune is not None and (not isinstance(tune, dict) or any("." not in str(k) for k in tune)):
+        raise RecipeError(f"{lines.where(source, 'finetune')}: section 'finetune' must map dotted keys to values "
+                          f"(train.steps: 300, objective.mixup: 0.8), got {tune!r}")
     for section, kind in COMPONENTS.items():
         options = raw.get(section)
         if not isinstance(options, dict) or "name" not in options:

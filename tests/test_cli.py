@@ -41,5 +41,5 @@ def test_user_mistakes_exit_non_zero_without_traceback(tmp_path):
 def test_help_ends_with_examples():
     result = run_cli("--help")
     assert result.returncode == 0
-    assert result.stdout.rstrip().splitlines()[-1].strip().startswith("omnissl probe")
+    assert result.stdout.rstrip().splitlines()[-1].strip().startswith("omnissl finetune")
     assert "omnissl train my.yaml --out runs/in1k --resume" in result.stdout

@@ -46,7 +46,7 @@ def test_overrides_apply_and_parse_yaml(tmp_path):
     ("train.steps=many", r"train.steps must be int, got 'many'"),
     ("masker.ratio=high", r"masker.ratio must be float, got 'high'"),
     ("data.val_fraction=2.0", r"data.val_fraction must be >= 0 and < 1, got 2.0"),
-    ("probe.pool=cls", r"probe.pool must be one of 'mean', 'max', 'mean_max', got 'cls'"),
+    ("probe.pool=cls", r"probe.pool must be one of 'mean', 'max', 'mean_max' \(or null\), got 'cls'"),
     ("probe.metric=f1", r"probe.metric must be one of 'auto', 'accuracy', 'balanced_accuracy', 'r2', 'rmse', got 'f1'"),
     ("train.precision=fp16", r"train.precision must be one of 'auto', 'bf16', 'fp32', got 'fp16'"),
     ("train.batch_size=10", r"train.batch_size \(10\) must be a multiple"),

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 import torch
@@ -18,7 +18,7 @@ import torch
 from omnissl.errors import DataError, OmnisslError
 from omnissl.recipe import ProbeConfig
 from omnissl.train.checkpoint import write_text_atomic
-from omnissl.train.data import TokenDataset, fixed_batches, make_loader, task_of
+from omnissl.train.data import TokenDataset, fixed_batches, label_subset, make_loader, task_of
 
 
 def _sklearn() -> Any:
@@ -84,58 +84,113 @@ def score_features(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray,
 
 def run_probes(pretrained: torch.nn.Module, random_init: torch.nn.Module, tokens: TokenDataset,
                train_idx: np.ndarray, test_idx: np.ndarray, config: ProbeConfig, device: torch.device,
-               out_path: Path | None = None) -> dict[str, Any]:
+               out_path: Path | None = None, *, pool: str | None = None, test_tokens: TokenDataset | None = None,
+               fractions: Sequence[float] = ()) -> dict[str, Any]:
     """Probe both encoders and the baseline; write ``probe.json`` when ``out_path`` is given.
 
     The report is about the data set's ``labels``; a data set with several named ``targets``
     (a dict of per-sample arrays) gets one more report per target under ``"targets"``.
+    ``test_tokens``: ``test_idx`` indexes this other data set (a given test set) instead of
+    ``tokens``. ``fractions``: also probe with that fraction of the labelled training samples
+    (per class), under ``"label_fractions"`` (the label-efficiency curve). Features are computed
+    once per encoder for all of it.
     """
-    if tokens.labels is None:
+    test_tokens = tokens if test_tokens is None else test_tokens
+    if tokens.labels is None or test_tokens.labels is None:
         raise DataError("this data set has no labels, so it cannot be probed; use a labelled data set "
                         "(image folders with class sub-folders, or a set with a label column)")
-    report = _probe_labels(pretrained, random_init, tokens, tokens.labels, train_idx, test_idx, config, device,
-                           task_of(tokens.dataset, tokens.labels.astype(np.float64)))
+    columns = {"labels": (tokens.labels.astype(np.float64), test_tokens.labels.astype(np.float64), None)}
     targets = getattr(tokens.dataset, "targets", None)
-    if isinstance(targets, dict) and len(targets) > 1:
-        report["targets"] = {}
+    test_targets = getattr(test_tokens.dataset, "targets", None)
+    if isinstance(targets, dict) and len(targets) > 1 and isinstance(test_targets, dict):
+        declared = getattr(tokens.dataset, "target_tasks", None) or {}
         for name, values in targets.items():
-            try:
-                values = np.asarray(values, dtype=np.float64)
-                declared = (getattr(tokens.dataset, "target_tasks", None) or {}).get(name)
-                report["targets"][str(name)] = _probe_labels(pretrained, random_init, tokens, values, train_idx,
-                                                             test_idx, config, device,
-                                                             task_of(None, values, declared))
-            except DataError as exc:  # one sparse target does not stop the others
-                report["targets"][str(name)] = {"skipped": str(exc)}
+            if name in test_targets:
+                columns[str(name)] = (np.asarray(values, dtype=np.float64),
+                                      np.asarray(test_targets[name], dtype=np.float64), declared.get(name))
+    # Samples labelled in any column, capped: the rows every feature matrix holds.
+    train_idx = _labelled(train_idx, [c[0] for c in columns.values()])[: config.max_samples]
+    test_idx = _labelled(test_idx, [c[1] for c in columns.values()])[: config.max_samples]
+    pool = pool or config.pool or getattr(tokens.modality, "readout", "mean")
+    features = probe_features(pretrained, random_init, tokens, train_idx, test_tokens, test_idx, config, device,
+                              pool)
+    report: dict[str, Any] = {}
+    for name, (train_values, test_values, declared) in columns.items():
+        try:
+            task = task_of(tokens.dataset if name == "labels" else None, train_values, declared)
+            sub = score_columns(features, train_values[train_idx], test_values[test_idx], task, config)
+            if name == "labels" and fractions:
+                sub["label_fractions"] = score_fractions(features, train_values[train_idx], test_values[test_idx],
+                                                         task, config, fractions)
+        except DataError as exc:
+            if name == "labels":
+                raise
+            sub = {"skipped": str(exc)}  # one sparse target does not stop the others
+        if name == "labels":
+            report.update(sub)
+        else:
+            report.setdefault("targets", {})[name] = sub
+    report["pool"] = pool
     if out_path is not None:
         write_text_atomic(out_path, json.dumps(report, indent=2) + "\n", "probe report")
     return report
 
 
-def _probe_labels(pretrained: torch.nn.Module, random_init: torch.nn.Module, tokens: TokenDataset,
-                  values: np.ndarray, train_idx: np.ndarray, test_idx: np.ndarray, config: ProbeConfig,
-                  device: torch.device, task: str) -> dict[str, Any]:
-    labels = values.astype(np.float64)
-    keep_train = train_idx[~np.isnan(labels[train_idx])][: config.max_samples]
-    keep_test = test_idx[~np.isnan(labels[test_idx])][: config.max_samples]
-    if len(keep_train) < 2 or len(keep_test) < 1:
-        raise DataError(f"too few labelled samples to probe ({len(keep_train)} train, {len(keep_test)} test)")
-    fits = {"classification": ("accuracy", "balanced_accuracy"), "regression": ("r2", "rmse")}[task]
-    metric = config.metric if config.metric in fits else fits[0]  # "auto", or another target's kind
-    y_train, y_test = labels[keep_train], labels[keep_test]
-    report: dict[str, Any] = {}
+def _labelled(indices: np.ndarray, columns: list[np.ndarray]) -> np.ndarray:
+    indices = np.asarray(indices)
+    keep = np.zeros(len(indices), dtype=bool)
+    for values in columns:
+        keep |= np.isfinite(values[indices])
+    return indices[keep]
+
+
+Features = dict[str, tuple[np.ndarray, np.ndarray]]  # column -> (train rows, test rows)
+
+
+def probe_features(pretrained: torch.nn.Module, random_init: torch.nn.Module, tokens: TokenDataset,
+                   train_idx: np.ndarray, test_tokens: TokenDataset, test_idx: np.ndarray, config: ProbeConfig,
+                   device: torch.device, pool: str) -> Features:
+    """Pooled features of both encoders, and the baseline's, for the train and test samples."""
+    features: Features = {}
     for name, encoder in (("pretrained", pretrained), ("random", random_init)):
-        x_train = encode(encoder, tokens, keep_train, config.batch_size, device, config.pool)
-        x_test = encode(encoder, tokens, keep_test, config.batch_size, device, config.pool)
-        report[name] = score_features(x_train, y_train, x_test, y_test, task, config)
-    base_train = baseline(tokens, keep_train)
+        features[name] = (encode(encoder, tokens, train_idx, config.batch_size, device, pool),
+                          encode(encoder, test_tokens, test_idx, config.batch_size, device, pool))
+    base_train = baseline(tokens, train_idx)
     if base_train is not None:
-        base_test = baseline(tokens, keep_test)
-        report["baseline"] = score_features(base_train, y_train, base_test, y_test, task, config)
-    report["metric"] = metric
+        features["baseline"] = (base_train, baseline(test_tokens, test_idx))
+    return features
+
+
+def score_columns(features: Features, y_train: np.ndarray, y_test: np.ndarray, task: str, config: ProbeConfig,
+                  rows: np.ndarray | None = None) -> dict[str, Any]:
+    """Linear and k-NN probes of every feature column, on the labelled rows (``rows`` of the
+    training rows only, when given)."""
+    train_rows = np.flatnonzero(np.isfinite(y_train))
+    if rows is not None:
+        train_rows = np.intersect1d(train_rows, rows)
+    test_rows = np.flatnonzero(np.isfinite(y_test))
+    if len(train_rows) < 2 or len(test_rows) < 1:
+        raise DataError(f"too few labelled samples to probe ({len(train_rows)} train, {len(test_rows)} test)")
+    fits = {"classification": ("accuracy", "balanced_accuracy"), "regression": ("r2", "rmse")}[task]
+    report: dict[str, Any] = {}
+    for name, (x_train, x_test) in features.items():
+        report[name] = score_features(x_train[train_rows], y_train[train_rows], x_test[test_rows], y_test[test_rows],
+                                      task, config)
+    report["metric"] = config.metric if config.metric in fits else fits[0]  # "auto", or another target's kind
     report["task"] = task
-    report["num_train"], report["num_test"] = int(len(keep_train)), int(len(keep_test))
+    report["num_train"], report["num_test"] = int(len(train_rows)), int(len(test_rows))
     return report
+
+
+def score_fractions(features: Features, y_train: np.ndarray, y_test: np.ndarray, task: str, config: ProbeConfig,
+                    fractions: Sequence[float]) -> dict[str, Any]:
+    """The probes at each fraction of the labelled training rows (drawn per class, seeded by
+    ``probe.seed``): the label-efficiency curve."""
+    out = {}
+    for fraction in fractions:
+        rows = label_subset(y_train, np.arange(len(y_train)), fraction, config.seed, task)
+        out[f"{fraction:g}"] = score_columns(features, y_train, y_test, task, config, rows)
+    return out
 
 
 def format_table(report: dict[str, Any]) -> str:
@@ -155,7 +210,25 @@ def format_table(report: dict[str, Any]) -> str:
     if split.get("held_out_groups"):
         where += f", {split['held_out_groups']} held-out {split['group_kind']}s"
     lines.append(f"({report['num_train']} train / {report['num_test']} held-out samples{where})")
+    if "pool" in report:
+        lines[-1] = lines[-1][:-1] + f", {report['pool']} pooling)"
     for name, sub in report.get("targets", {}).items():
         lines.append(f"\ntarget {name}:")
         lines.append(format_table(sub))
+    return "\n".join(lines)
+
+
+def format_curve(curve: dict[str, dict[str, Any]], metric: str) -> str:
+    """A label-efficiency curve (``{fraction: {column: {probe: value}, "num_train": n}}``) as a
+    text table: one row per fraction, one column per encoder and probe."""
+    fractions = list(curve)
+    columns = [(c, p) for c, probes in curve[fractions[0]].items() if isinstance(probes, dict)
+               for p in probes if p in ("linear", "knn", "finetune")]
+    names = [f"{c} {p}" for c, p in columns]
+    width = max(12, *(len(n) + 2 for n in names))
+    lines = [f"{'labels':<10}{'train':>7}" + "".join(f"{n:>{width}}" for n in names) + f"   ({metric})"]
+    for fraction in fractions:
+        row = curve[fraction]
+        cells = "".join(f"{row[c][p]:>{width}.4f}" for c, p in columns)
+        lines.append(f"{float(fraction):<10.0%}{row['num_train']:>7}" + cells)
     return "\n".join(lines)

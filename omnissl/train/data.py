@@ -139,6 +139,26 @@ def task_of(dataset: Any, labels: np.ndarray, declared: str | None = None) -> st
     return "classification" if np.allclose(known, np.round(known)) and len(np.unique(known)) <= 100 else "regression"
 
 
+def label_subset(labels: np.ndarray, indices: np.ndarray, fraction: float, seed: int, task: str) -> np.ndarray:
+    """The labelled samples among ``indices``, ``fraction`` of them: for classification
+    ``round(fraction * n_c)`` of each class ``c`` (at least one, so every class keeps an example),
+    for regression ``round(fraction * n)`` at random (at least two). Seeded; sorted.
+
+    Label-efficiency curves and fine-tuning on few labels draw their training samples here.
+    """
+    indices = np.asarray(indices)
+    values = np.asarray(labels, dtype=np.float64)[indices]
+    indices, values = indices[np.isfinite(values)], values[np.isfinite(values)]
+    if fraction >= 1.0:
+        return indices
+    rng = np.random.default_rng([seed, 7])
+    if task != "classification":
+        return np.sort(indices[rng.permutation(len(indices))[:max(2, int(round(fraction * len(indices))))]])
+    chosen = [rng.permutation(np.flatnonzero(values == value))[:max(1, int(round(fraction * np.sum(values == value))))]
+              for value in np.unique(values)]
+    return np.sort(indices[np.concatenate(chosen)]) if chosen else indices
+
+
 def labels_of(dataset: Any) -> np.ndarray | None:
     labels = getattr(dataset, "labels", None)
     return None if labels is None else np.asarray(labels)

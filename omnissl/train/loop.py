@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from tqdm import tqdm
 
@@ -25,8 +26,8 @@ from omnissl.errors import TrainingError
 from omnissl.plugins import Registry
 from omnissl.recipe import Recipe
 from omnissl.train.checkpoint import ENCODER, LAST, load_checkpoint, save_checkpoint, save_weights
-from omnissl.train.data import (SeededBatchSampler, TokenDataset, fixed_batches, held_out_split, make_loader,
-                                step_generator, validate_tokens)
+from omnissl.train.data import (SeededBatchSampler, TokenDataset, fixed_batches, held_out_split, label_subset,
+                                make_loader, step_generator, task_of, validate_tokens)
 from omnissl.train.optim import lr_at, make_optimizer, peak_lr
 from omnissl.train.runfolder import (DATA_SUMMARY, METRICS, MetricsLog, check_resume_recipe, check_start,
                                      load_training_state, remove_run, write_recipe)
@@ -119,10 +120,14 @@ def train(recipe: Recipe, registry: Registry, out_dir: Path, resume: bool = Fals
 
     micro = t.micro_batch_size or t.batch_size
     accum = t.batch_size // micro
-    split = held_out_split(parts.dataset, recipe.get("data", "val_fraction", 0.1), t.seed,
+    split = held_out_split(parts.dataset, recipe.get("data", "val_fraction", 0.1), split_seed(recipe),
                            recipe.get("data", "split", "auto"))
     train_idx, val_idx = split.train, split.held_out
     tokens = TokenDataset(parts.dataset, modality)
+    if getattr(objective, "uses_labels", False):  # fine-tuning: labelled samples, a fraction of them
+        train_idx, val_idx = supervised_indices(tokens, split, objective.label_fraction, t.seed)
+        split.info.update(labelled_train=int(len(train_idx)), labelled_held_out=int(len(val_idx)),
+                          label_fraction=objective.label_fraction)
     lr_peak = peak_lr(cfg, t.batch_size)
     optimizer = make_optimizer(objective, cfg, lr_peak, device)
     window = LogWindow()
@@ -188,7 +193,7 @@ def train(recipe: Recipe, registry: Registry, out_dir: Path, resume: bool = Fals
     for step in range(start, t.steps):
         lr = lr_at(step, t.steps, lr_peak, cfg)
         for group in optimizer.param_groups:
-            group["lr"] = lr
+            group["lr"] = lr * group.get("lr_scale", 1.0)  # layer-wise decay, where set
         torch.manual_seed(t.seed * 1_000_003 + step)  # dropout / drop-path of this step
         step_loss = torch.zeros((), device=device)
         terms: dict[str, torch.Tensor] = {}
@@ -218,6 +223,8 @@ def train(recipe: Recipe, registry: Registry, out_dir: Path, resume: bool = Fals
                 f"train.precision=fp32; {_last_good(ckpt_dir, saved_step)}")
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
+        if hasattr(objective, "after_step"):  # an EMA teacher follows the student here
+            objective.after_step(step, t.steps)
         window.losses.append(loss_value)
         window.samples += samples
         for key, value in terms.items():
@@ -254,11 +261,32 @@ def train(recipe: Recipe, registry: Registry, out_dir: Path, resume: bool = Fals
 
     from omnissl.viz import plot_loss_curve, plot_reconstructions
     plot_loss_curve(out_dir / METRICS, out_dir / "loss_curve.png")
-    if recipe.viz.enabled:  # held-out samples, or training samples when nothing is held out
+    if recipe.viz.enabled and hasattr(objective, "reconstruct"):  # held-out samples, else training samples
         plot_reconstructions(objective, modality, masker, tokens, val_idx if len(val_idx) else train_idx, recipe,
                              device, out_dir / "reconstruction.png")
     hooks.omnissl_train_end(run=run, metrics=last)
     return last
+
+
+def split_seed(recipe: Recipe) -> int:
+    """The seed of the held-out split: ``data.split_seed``, else ``train.seed`` (fine-tuning keeps
+    its pre-training run's split while drawing its own initialisation and data order)."""
+    seed = recipe.get("data", "split_seed")
+    return recipe.train.seed if seed is None else int(seed)
+
+
+def supervised_indices(tokens: TokenDataset, split: Any, fraction: float, seed: int) -> tuple[Any, Any]:
+    """Labelled training samples (``fraction`` of them, per class) and labelled held-out ones."""
+    if tokens.labels is None:
+        raise TrainingError("this objective learns from labels, and the data set has none; use a labelled data "
+                            "set (class folders, a label column)")
+    labels = tokens.labels.astype(np.float64)
+    task = task_of(tokens.dataset, labels)
+    train_idx = label_subset(labels, split.train, fraction, seed, task)
+    val_idx = label_subset(labels, split.held_out, 1.0, seed, task)
+    if len(train_idx) == 0:
+        raise TrainingError("the training split has no labelled samples to fine-tune on")
+    return train_idx, val_idx
 
 
 def _last_good(ckpt_dir: Path, saved_step: int | None) -> str:

@@ -23,20 +23,41 @@ def lr_at(step: int, total: int, peak: float, config: OptimConfig) -> float:
     return config.min_lr + (peak - config.min_lr) * 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
 
 
-def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
-    """No weight decay on biases, norms, embeddings of positions/kinds and mask tokens (as MAE)."""
-    decay, no_decay = [], []
+def layer_id(name: str, depth: int) -> int:
+    """BEiT's layer index of a parameter of an objective: 0 for the encoder's embeddings (values,
+    positions, kinds, mask token, bias projection), i + 1 for the encoder's block i, depth + 1
+    for everything after the blocks (the final norm, heads, decoders)."""
+    if name.startswith("encoder.blocks.blocks."):
+        return int(name.split(".")[3]) + 1
+    if name.startswith("encoder.") and not name.startswith("encoder.blocks."):
+        return 0
+    return depth + 1
+
+
+def param_groups(model: nn.Module, weight_decay: float, layer_decay: float = 1.0) -> list[dict]:
+    """No weight decay on biases, norms, embeddings of positions/kinds and mask tokens (as MAE),
+    nor on parameters the model exempts (``model.weight_decay_exempt``: name prefixes, as L2-SP
+    does for the encoder it pulls toward its pre-trained weights). With ``layer_decay`` < 1, every
+    group also carries ``lr_scale`` = layer_decay ** (depth + 1 - layer) (BEiT, MAE fine-tuning),
+    which the loop multiplies into the scheduled lr."""
+    exempt = tuple(getattr(model, "weight_decay_exempt", ()))
+    depth = getattr(getattr(model, "encoder", None), "depth", 0)
+    groups: dict[tuple[bool, int], list[nn.Parameter]] = {}
     for name, p in model.named_parameters():
         if not p.requires_grad:
             continue
-        if p.ndim <= 1 or name.endswith("token") or ".tables." in name:
-            no_decay.append(p)
-        else:
-            decay.append(p)
-    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+        no_decay = p.ndim <= 1 or name.endswith("token") or ".tables." in name or name.startswith(exempt)
+        layer = layer_id(name, depth) if layer_decay < 1.0 else 0
+        groups.setdefault((not no_decay, layer), []).append(p)
+    if layer_decay >= 1.0:  # the two groups of before, in their order (optimiser states stay loadable)
+        return [{"params": groups.get((True, 0), []), "weight_decay": weight_decay},
+                {"params": groups.get((False, 0), []), "weight_decay": 0.0}]
+    return [{"params": params, "weight_decay": weight_decay if decay else 0.0,
+             "lr_scale": layer_decay ** (depth + 1 - layer)}
+            for (decay, layer), params in sorted(groups.items(), key=lambda item: (item[0][1], not item[0][0]))]
 
 
 def make_optimizer(model: nn.Module, config: OptimConfig, lr: float, device: torch.device) -> torch.optim.AdamW:
     # The fused kernel is one pass over all parameters, on CPU as on CUDA.
-    return torch.optim.AdamW(param_groups(model, config.weight_decay), lr=lr, betas=tuple(config.betas),
-                             eps=config.eps, fused=True)
+    groups = param_groups(model, config.weight_decay, config.layer_decay)
+    return torch.optim.AdamW(groups, lr=lr, betas=tuple(config.betas), eps=config.eps, fused=True)

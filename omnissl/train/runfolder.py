@@ -37,7 +37,7 @@ RUN_FILES = (RECIPE, HISTORY, DATA_SUMMARY, METRICS, "checkpoints", "tensorboard
              "reconstruction.png", "probe.json")
 # Keys a resume may change without altering the weights: logging, validation, checkpoints,
 # probes, plots, data-loading workers (the data do not depend on them) and the device.
-HARMLESS = ("description", "probe.", "viz.", "data.num_workers", "train.log_every", "train.val_every",
+HARMLESS = ("description", "probe.", "viz.", "finetune.", "data.num_workers", "train.log_every", "train.val_every",
             "train.val_batches", "train.ckpt_every", "train.device")
 
 

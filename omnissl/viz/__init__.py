@@ -63,3 +63,40 @@ def plot_reconstructions(objective: Any, modality: Any, masker: Any, tokens: Any
     predictions = objective.reconstruct(batch, mask)
     objective.train()
     return modality.visualize(batch.to("cpu"), mask.hidden.cpu(), {k: v.cpu() for k, v in predictions.items()}, png)
+
+
+STYLES = {"linear": "-", "knn": "--", "finetune": "-"}
+COLOURS = {"pretrained": "C0", "random": "C1", "scratch": "C1", "baseline": "C2"}
+
+
+def plot_label_efficiency(curve: dict[str, dict[str, Any]], metric: str, png: Path,
+                          title: str = "label efficiency") -> Path | None:
+    """The metric against the fraction of labelled training samples (log axis): one line per
+    encoder (colour) and probe or fine-tuning (line style)."""
+    plt = _pyplot()
+    if plt is None or not curve:
+        return None
+    fractions = [float(f) for f in curve]
+    first = next(iter(curve.values()))
+    fig, ax = plt.subplots(figsize=(6, 4), dpi=120)
+    for column, probes in first.items():
+        if not isinstance(probes, dict):
+            continue
+        for probe in probes:
+            if probe.endswith("rmse"):
+                continue
+            ys = [row[column][probe] for row in curve.values()]
+            ax.plot(fractions, ys, STYLES.get(probe, ":"), marker="o", color=COLOURS.get(column),
+                    label=f"{column} {probe}")
+    ax.set_xscale("log")
+    ax.set_xticks(fractions, [f"{f:g}" for f in fractions])
+    ax.set_xlabel("fraction of labelled training samples")
+    ax.set_ylabel(metric)
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    png.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(png)
+    plt.close(fig)
+    return png

@@ -82,7 +82,7 @@ def diagnose(run_dir: Path) -> dict[str, Any]:
     objective = build_objective(recipe, registry, setup.pretrained, tokens.modality)
     objective.load_state_dict(setup.checkpoint["model"])
     return {"terms": loss_terms(objective, build_masker(recipe, registry), tokens, setup.test_idx, recipe.train.seed),
-            "nuisance_r2": {name: nuisance_r2(enc, tokens, setup.train_idx, setup.test_idx, recipe.probe.pool)
+            "nuisance_r2": {name: nuisance_r2(enc, tokens, setup.train_idx, setup.test_idx, setup.pool)
                             for name, enc in (("pretrained", objective.encoder), ("random", setup.random_init))}}
 
 

@@ -56,6 +56,8 @@ class SplatModality(Modality):
     """
 
     name = "splat"
+    # Point-MAE's classification readout: a class shows in a few groups among many alike ones.
+    readout = "mean_max"
 
     def __init__(self, num_points: Annotated[int, Range(ge=1)] = 1024, num_groups: Annotated[int, Range(ge=1)] = 64,
                  group_size: Annotated[int, Range(ge=1)] = 32,
