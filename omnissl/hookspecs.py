@@ -87,9 +87,19 @@ def omnissl_exporters() -> dict[str, Callable[..., Any]]:
     """Register exporters by name, for ``omnissl export RUN_DIR --to NAME --out FILE``.
 
     An exporter is called as ``exporter(encoder, recipe, out)`` with the run's
-    pre-trained encoder (weights loaded), its resolved recipe dict and the output
-    path; it writes the weights in another library's layout (MONAI's UNETR, say)
-    and returns the path written.
+    pre-trained encoder (weights loaded, eval mode), its resolved recipe dict and the output
+    path; it writes the weights in another library's layout (MONAI's UNETR, timm's ViT, say)
+    and returns the path written. Optional keywords, passed only to an exporter whose
+    signature names them (or takes ``**kwargs``):
+
+    - ``run_dir``: the run folder (``Path``), for per-run state beside the checkpoint, such
+      as the JSON side files a plugin writes at train start (``audio_stats.json``);
+    - ``registry``: the plugin registry the run was loaded with, to build components.
+
+    An exporter may declare the modalities it takes in a ``modalities`` attribute (a tuple
+    of names, or ``"any"``); ``omnissl export`` then refuses a run of another modality,
+    naming the exporters that take it. omnissl's own ``safetensors`` exporter takes every modality
+    (``omnissl.load_encoder`` reads its files back).
     """
 
 

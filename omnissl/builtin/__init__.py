@@ -7,12 +7,15 @@ from typing import Any, Callable
 from omnissl import hookimpl
 from omnissl.encoders import TokenEncoder
 from omnissl.maskers import BlockMasker, GroupMasker, RandomMasker, SpanMasker
+from omnissl.maskers.none import NoMasker
 from omnissl.objectives import MAE, SimMIM
+from omnissl.objectives.finetune import Finetune
 
 
 @hookimpl
 def omnissl_maskers() -> dict[str, Callable[..., Any]]:
-    return {"random": RandomMasker, "block": BlockMasker, "span": SpanMasker, "group": GroupMasker}
+    return {"random": RandomMasker, "block": BlockMasker, "span": SpanMasker, "group": GroupMasker,
+            "none": NoMasker}
 
 
 @hookimpl
@@ -22,4 +25,11 @@ def omnissl_encoders() -> dict[str, Callable[..., Any]]:
 
 @hookimpl
 def omnissl_objectives() -> dict[str, Callable[..., Any]]:
-    return {"mae": MAE, "simmim": SimMIM}
+    return {"mae": MAE, "simmim": SimMIM, "finetune": Finetune}
+
+
+@hookimpl
+def omnissl_exporters() -> dict[str, Callable[..., Any]]:
+    from omnissl.export import export_safetensors
+
+    return {"safetensors": export_safetensors}

@@ -1,4 +1,4 @@
-"""Registers the image modality, data sets and recipes with omnissl."""
+"""Registers the image modality, data sets, recipes and the timm exporter with omnissl."""
 
 from __future__ import annotations
 
@@ -18,6 +18,13 @@ def omnissl_modalities() -> dict[str, Callable[..., Any]]:
 @hookimpl
 def omnissl_datasets() -> dict[str, Callable[..., Any]]:
     return {"image_folder": ImageFolder, "numpy": NumpyImages, "digits": DigitsDataset, "skimage": SkimageTiles}
+
+
+@hookimpl
+def omnissl_exporters() -> dict[str, Callable[..., Any]]:
+    from omnissl_image.export import EXPORTERS
+
+    return dict(EXPORTERS)
 
 
 @hookimpl
