@@ -107,3 +107,16 @@ def test_crops_read_the_cached_volume_through_a_memory_map(two_volumes, tmp_path
     part.files[1].unlink()
     np.testing.assert_array_equal(dataset[5]["image"].numpy(), expected[1])
     assert part.files[1].is_file()  # written again
+
+
+def test_held_out_split_keeps_each_volumes_crops_on_one_side(tmp_path):
+    """The crops of one volume are near-duplicates: the held-out split takes whole volumes."""
+    from omnissl.train.data import held_out_split
+
+    dataset = CTPhantoms(n=10, shape=[24, 24, 24], real_volumes=False, crops_per_volume=3, cache_dir=str(tmp_path))
+    for seed in range(3):
+        split = held_out_split(dataset, 0.2, seed)
+        assert split.info["kind"] == "grouped" and split.info["group_kind"] == "volume"
+        assert not set(dataset.groups[split.train]) & set(dataset.groups[split.held_out])
+        assert (split.info["held_out_groups"], split.info["groups_on_both_sides"]) == (2, 0)
+        assert len(split.held_out) == 6  # two volumes, all three crops of each

@@ -138,3 +138,5 @@ def export_encoder(encoder: nn.Module, recipe: dict[str, Any], out: Path, target
 
 
 EXPORTERS = {target: partial(export_encoder, target=target) for target in TARGETS}
+for _exporter in EXPORTERS.values():
+    _exporter.modalities = ("ct",)  # export_run refuses other runs up front, naming what they can use
