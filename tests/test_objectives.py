@@ -3,10 +3,13 @@ import torch
 
 from omnissl import CoordGroup, Modality, TargetStream, Tokens, TokenSpec, collate_tokens
 from omnissl.maskers import RandomMasker
+from omnissl.objectives import MAE, MaskedPrediction, Objective, SimMIM, draw_mask, repeat_batch
 from omnissl.plugins import get_registry
 
-# Plugins test their own components (omnissl.testing); these are the core's.
-BUILTIN = sorted(n for n, (_, owner) in get_registry().components["objectives"].items() if owner == "omnissl")
+# Plugins test their own components (omnissl.testing); these are the core's masked-prediction
+# objectives (latent objectives have their own tests: test_lejepa.py, test_ema.py).
+BUILTIN = sorted(n for n, (factory, owner) in get_registry().components["objectives"].items()
+                 if owner == "omnissl" and isinstance(factory, type) and issubclass(factory, MaskedPrediction))
 SPEC = TokenSpec(value_dim=8, coords=(CoordGroup("grid", 2),))
 
 
@@ -101,3 +104,53 @@ def test_forward_at_equals_full_stack_then_gather(with_mask):
     bias = torch.randn(3, 4, 10, 10) if with_mask == "bias" else None
     mask = attention_mask(pad, bias, x.dtype) if with_mask else None
     assert torch.allclose(stack.forward_at(x, idx, mask), gather_rows(stack(x, mask), idx), atol=1e-5)
+
+
+def test_builtin_masked_prediction_objectives_are_tested():
+    assert {"mae", "simmim"} <= set(BUILTIN)
+
+
+def test_state_dict_keys_of_mae_and_simmim_are_unchanged():
+    # Checkpoints written before the contract split (streams and heads moved to MaskedPrediction) load.
+    mae = build("mae").state_dict()
+    assert {k.split(".")[0] for k in mae} == {"encoder", "mask_token", "decoder_embed", "decoder",
+                                              "heads"}
+    assert {"heads.to_values.weight", "decoder.blocks.0.attn.qkv.weight", "decoder.norm.weight"} <= set(mae)
+    simmim = build("simmim").state_dict()
+    assert {k for k in simmim if not k.startswith("encoder.")} == {"heads.to_values.weight", "heads.to_values.bias"}
+
+
+def test_contract_optional_parts():
+    # The loop and the plots test these with hasattr: the base class must not define them.
+    assert not hasattr(Objective, "after_step") and not hasattr(Objective, "reconstruct")
+    assert hasattr(MaskedPrediction, "reconstruct") and issubclass(MAE, MaskedPrediction)
+    assert issubclass(SimMIM, MaskedPrediction)
+
+
+def test_several_masks_per_sample_are_drawn_sample_major():
+    objective = build("mae")
+    batch = collate_tokens([grid_sample(4, 0), grid_sample(6, 1)])
+    masker = RandomMasker(0.5)
+    one = draw_mask(objective, masker, batch, torch.Generator().manual_seed(0))
+    assert torch.equal(one.hidden, masker(batch, torch.Generator().manual_seed(0)).hidden)
+    objective.masks_per_sample = 3
+    many = draw_mask(objective, masker, batch, torch.Generator().manual_seed(0))
+    assert many.hidden.shape == (6, batch.num_tokens)
+    cloned = repeat_batch(batch, 3)
+    assert torch.equal(cloned.pad, batch.pad.repeat_interleave(3, 0))
+    assert torch.equal(cloned.values[4], batch.values[1]) and len(cloned.meta) == len(batch.meta) * 3
+    # row b * 3 + j is mask j of sample b: its own ratio, never padding, and the three differ
+    assert not (many.hidden & cloned.pad).any()
+    assert many.hidden.sum(1).tolist() == [8, 8, 8, 18, 18, 18]
+    assert len({tuple(row.tolist()) for row in many.hidden[3:]}) == 3
+    again = draw_mask(objective, masker, batch, torch.Generator().manual_seed(0))
+    assert torch.equal(many.hidden, again.hidden)
+
+
+def test_draw_mask_falls_back_to_the_masker_for_plain_modules():
+    class Plain(torch.nn.Module):
+        pass
+
+    batch = collate_tokens([grid_sample(4, 0)])
+    mask = draw_mask(Plain(), RandomMasker(0.5), batch, torch.Generator().manual_seed(1))
+    assert torch.equal(mask.hidden, RandomMasker(0.5)(batch, torch.Generator().manual_seed(1)).hidden)

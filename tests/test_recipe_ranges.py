@@ -19,6 +19,7 @@ ALLOWED = {
     # the number of columns is only known from the tokens (checked when masking).
     ("maskers", "span", "axis"),  # default -1, the last column
     ("maskers", "block", "axes"),
+    ("maskers", "multiblock", "axes"),
     ("maskers", "group", "coord_axes"),
 }
 

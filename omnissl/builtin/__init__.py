@@ -6,16 +6,16 @@ from typing import Any, Callable
 
 from omnissl import hookimpl
 from omnissl.encoders import TokenEncoder
-from omnissl.maskers import BlockMasker, GroupMasker, RandomMasker, SpanMasker
+from omnissl.maskers import BlockMasker, GroupMasker, MultiBlockMasker, RandomMasker, SpanMasker
 from omnissl.maskers.none import NoMasker
-from omnissl.objectives import MAE, SimMIM
+from omnissl.objectives import MAE, LeJEPA, SimMIM
 from omnissl.objectives.finetune import Finetune
 
 
 @hookimpl
 def omnissl_maskers() -> dict[str, Callable[..., Any]]:
     return {"random": RandomMasker, "block": BlockMasker, "span": SpanMasker, "group": GroupMasker,
-            "none": NoMasker}
+            "multiblock": MultiBlockMasker, "none": NoMasker}
 
 
 @hookimpl
@@ -25,7 +25,7 @@ def omnissl_encoders() -> dict[str, Callable[..., Any]]:
 
 @hookimpl
 def omnissl_objectives() -> dict[str, Callable[..., Any]]:
-    return {"mae": MAE, "simmim": SimMIM, "finetune": Finetune}
+    return {"mae": MAE, "simmim": SimMIM, "lejepa": LeJEPA, "finetune": Finetune}
 
 
 @hookimpl

@@ -1,7 +1,11 @@
-"""Self-supervised objectives."""
+"""Self-supervised objectives: the contract (:class:`Objective`), the masked-prediction family
+(:class:`MaskedPrediction`: MAE, SimMIM), latent objectives (LeJEPA) and the EMA teacher."""
 
-from omnissl.objectives.base import Objective, ObjectiveOutput
+from omnissl.objectives.base import MaskedPrediction, Objective, ObjectiveOutput, draw_mask, repeat_batch
+from omnissl.objectives.ema import EMATeacher, cosine_momentum
+from omnissl.objectives.lejepa import LeJEPA
 from omnissl.objectives.mae import MAE
 from omnissl.objectives.simmim import SimMIM
 
-__all__ = ["Objective", "ObjectiveOutput", "MAE", "SimMIM"]
+__all__ = ["Objective", "ObjectiveOutput", "MaskedPrediction", "draw_mask", "repeat_batch", "EMATeacher",
+           "cosine_momentum", "MAE", "SimMIM", "LeJEPA"]

@@ -30,12 +30,12 @@ from torch import Tensor, nn
 from omnissl.errors import RecipeError, TrainingError
 from omnissl.maskers.base import Mask
 from omnissl.modality import Modality
-from omnissl.objectives.base import ObjectiveOutput
+from omnissl.objectives.base import Objective, ObjectiveOutput
 from omnissl.recipe import PoolName, Range
 from omnissl.tokens import TokenBatch
 
 
-class Finetune(nn.Module):
+class Finetune(Objective):
     """The encoder plus a classification or regression head, trained on the data set's labels.
 
     ``omnissl finetune RUN`` writes this section for you from the run and its data; set its
@@ -76,12 +76,11 @@ class Finetune(nn.Module):
                  l2_sp: Annotated[float, Range(ge=0)] = 0.0,
                  label_fraction: Annotated[float, Range(gt=0, le=1)] = 1.0,
                  target_mean: Annotated[float, Range()] = 0.0, target_std: Annotated[float, Range(gt=0)] = 1.0):
-        super().__init__()
+        super().__init__(encoder)
         if task == "regression" and num_outputs != 1:
             raise RecipeError(f"objective.num_outputs must be 1 for regression, got {num_outputs}")
         if task == "classification" and num_outputs < 2:
             raise RecipeError(f"objective.num_outputs must be the number of classes (at least 2), got {num_outputs}")
-        self.encoder = encoder
         self.task, self.num_outputs = task, num_outputs
         self.pool = pool or getattr(modality, "readout", "mean")
         self.label_smoothing = label_smoothing if task == "classification" else 0.0

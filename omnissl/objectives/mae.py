@@ -16,12 +16,12 @@ from omnissl.encoders.transformer import gather_tokens, project_bias
 from omnissl.layers import KindEmbedding, PositionEncoding, TransformerStack, attention_mask, init_weights
 from omnissl.maskers.base import Mask
 from omnissl.modality import Modality
-from omnissl.objectives.base import Objective, ObjectiveOutput
+from omnissl.objectives.base import MaskedPrediction, ObjectiveOutput
 from omnissl.recipe import Range
 from omnissl.tokens import TokenBatch
 
 
-class MAE(Objective):
+class MAE(MaskedPrediction):
     """MAE over any tokens.
 
     Args:

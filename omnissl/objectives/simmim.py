@@ -11,11 +11,11 @@ from torch import nn
 
 from omnissl.maskers.base import Mask
 from omnissl.modality import Modality
-from omnissl.objectives.base import Objective, ObjectiveOutput, gather_rows
-from omnissl.tokens import TokenBatch
+from omnissl.objectives.base import MaskedPrediction, ObjectiveOutput
+from omnissl.tokens import TokenBatch, gather_rows
 
 
-class SimMIM(Objective):
+class SimMIM(MaskedPrediction):
     """SimMIM over any tokens.
 
     Args:

@@ -23,6 +23,7 @@ from tqdm import tqdm
 
 from omnissl.build import build_all
 from omnissl.errors import TrainingError
+from omnissl.objectives.base import draw_mask
 from omnissl.plugins import Registry
 from omnissl.recipe import Recipe
 from omnissl.train.checkpoint import ENCODER, LAST, load_checkpoint, save_checkpoint, save_weights
@@ -176,7 +177,7 @@ def train(recipe: Recipe, registry: Registry, out_dir: Path, resume: bool = Fals
         with torch.no_grad():
             for i, batch in enumerate(make_loader(tokens, fixed_batches(val_idx, micro)[: t.val_batches], 0)):
                 batch = modality.on_device(batch.to(device))
-                mask = masker(batch, step_generator(t.seed, 1, i, device=device))
+                mask = draw_mask(objective, masker, batch, step_generator(t.seed, 1, i, device=device))
                 with autocast_for(t.precision, device):
                     total += float(objective(batch, mask).loss) * batch.batch_size
                 count += batch.batch_size
@@ -202,7 +203,7 @@ def train(recipe: Recipe, registry: Registry, out_dir: Path, resume: bool = Fals
             batch = modality.on_device(next(batches).to(device, non_blocking=True))
             if step == start and m == 0:  # what the encoder sees, once per run
                 validate_tokens(batch, tokens.spec, f"{modality.name} batch after on_device", "on_device")
-            mask = masker(batch, step_generator(t.seed, 0, step, m, device=device))
+            mask = draw_mask(objective, masker, batch, step_generator(t.seed, 0, step, m, device=device))
             with autocast_for(t.precision, device):
                 out = step_fn(batch, mask)
             (out.loss / accum).backward()

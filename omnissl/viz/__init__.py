@@ -8,6 +8,7 @@ from typing import Any
 
 import torch
 
+from omnissl.objectives.base import draw_mask
 from omnissl.tokens import collate_tokens
 from omnissl.train.data import step_generator
 from omnissl.train.runfolder import read_metrics
@@ -52,13 +53,14 @@ def plot_loss_curve(metrics_path: Path, png: Path) -> Path | None:
 @torch.no_grad()
 def plot_reconstructions(objective: Any, modality: Any, masker: Any, tokens: Any, indices: Any, recipe: Any,
                          device: torch.device, png: Path) -> Path | None:
-    """Ask the modality to draw a few held-out samples with their reconstructions."""
-    if _pyplot() is None:
+    """Ask the modality to draw a few held-out samples with their reconstructions (objectives
+    that reconstruct only: latent objectives predict features, which no modality can draw)."""
+    if _pyplot() is None or not hasattr(objective, "reconstruct"):
         return None
     chosen = [int(i) for i in indices[: recipe.viz.num_samples]]
     batch = collate_tokens([tokens[(i, None)] for i in chosen])
     batch = modality.on_device(batch.to(device))
-    mask = masker(batch, step_generator(recipe.train.seed, 2, device=device))
+    mask = draw_mask(objective, masker, batch, step_generator(recipe.train.seed, 2, device=device))
     objective.eval()
     predictions = objective.reconstruct(batch, mask)
     objective.train()

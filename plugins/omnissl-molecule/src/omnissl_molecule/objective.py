@@ -10,7 +10,9 @@
   shortest path where it saw the 3-D one.
 
 Runs as an MAE (drop mode): the encoder sees the visible atoms only; the decoder sees every
-atom (hidden ones as mask tokens at their noisy positions) with the noisy relations.
+atom (hidden ones as mask tokens at their noisy positions) with the noisy relations. Through
+``MAE`` it is a :class:`~omnissl.objectives.MaskedPrediction`: the element stream and its head,
+the hidden-atom loss and ``reconstruct`` come from there; the coordinate and pair heads are its own.
 """
 
 from __future__ import annotations
