@@ -108,13 +108,27 @@ def test_finetune_resumes_exactly_after_sigkill(run, tmp_path):
     assert a["pretrained"] == b["pretrained"]
 
 
-def test_finetune_errors_name_the_problem(run, tmp_path):
-    result = omnissl("finetune", str(tmp_path), "--out", str(tmp_path / "x"))
-    assert result.returncode == 2 and "not a run folder" in result.stderr
-    result = omnissl("finetune", str(run), "objective.label_smoothing=1.5", "--out", str(tmp_path / "y"))
-    assert result.returncode == 2 and "command-line override 'objective.label_smoothing=1.5'" in result.stderr
-    result = omnissl("finetune", str(run), "--label-fractions", "0,1", "--out", str(tmp_path / "z"))
-    assert result.returncode == 2 and "fractions must be in (0, 1]" in result.stderr
+def test_finetune_errors_name_the_problem(run, tmp_path, capsys):
+    from omnissl.cli import main
+
+    def error(*args: str) -> str:
+        with pytest.raises(SystemExit) if "--label-fractions" in args else _nothing():
+            assert main(["finetune", *args]) == 2
+        return capsys.readouterr().err
+
+    assert "not a run folder" in error(str(tmp_path), "--out", str(tmp_path / "x"))
+    assert "command-line override 'objective.label_smoothing=1.5'" in error(
+        str(run), "objective.label_smoothing=1.5", "--out", str(tmp_path / "y"))
+    assert "fractions must be in (0, 1]" in error(str(run), "--label-fractions", "0,1", "--out", str(tmp_path / "z"))
+    assert not (tmp_path / "y").exists()  # refused before anything was written
+
+
+class _nothing:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
 
 
 def grid_batch(b: int = 4, side: int = 4, dim: int = 3) -> TokenBatch:

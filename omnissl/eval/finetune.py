@@ -60,6 +60,9 @@ def finetune(run_dir: Path, out_dir: Path, registry: Registry, overrides: Sequen
     # The data (with the command line's data.* overrides), its labels and the run's split.
     probe_recipe = validate(apply_overrides(base, [o for o in overrides if o.startswith("data.")]), registry,
                             source, None, overrides)
+    # A mistake in an override is reported before the data are read (the head is filled in below).
+    _recipe(base, source, registry, overrides, {"task": "classification", "num_outputs": 2}, probe_recipe,
+            init=init, fraction=max(fractions), n_train=2)
     dataset = build_dataset(probe_recipe, registry)
     labels = getattr(dataset, "labels", None)
     if labels is None:
@@ -78,7 +81,7 @@ def finetune(run_dir: Path, out_dir: Path, registry: Registry, overrides: Sequen
         row: dict[str, Any] = {}
         for kind in inits:
             sub = out_dir / f"{fraction:g}" / kind if len(fractions) > 1 else out_dir / kind
-            recipe = _recipe(base, source, registry, overrides, head, split.info, probe_recipe,
+            recipe = _recipe(base, source, registry, overrides, head, probe_recipe,
                              init=init if kind == "pretrained" else None, fraction=fraction,
                              n_train=len(label_subset(labels, split.train, fraction, 0, task)))
             print(f"fine-tuning {kind} encoder on {fraction:g} of the labels -> {sub}", file=sys.stderr, flush=True)
@@ -139,7 +142,7 @@ def _head(dataset: Any, labels: np.ndarray, train_idx: np.ndarray, task: str) ->
 
 
 def _recipe(base: dict[str, Any], source: str, registry: Registry, overrides: Sequence[str], head: dict[str, Any],
-            split: dict[str, Any], probe_recipe: Recipe, *, init: Path | None, fraction: float,
+            probe_recipe: Recipe, *, init: Path | None, fraction: float,
             n_train: int) -> Recipe:
     """The fine-tuning recipe: the run's, with the fine-tuning objective, no masking, MAE's
     fine-tuning settings, the recipe's ``finetune:`` section and the command line on top."""
