@@ -182,9 +182,30 @@ def _check_shapes(spec: TokenSpec, lead: tuple[int, ...], values: Tensor, coords
     for name, target in targets.items():
         checks.append((tuple(target.shape[:len(lead)]) == lead,
                        f"targets[{name!r}] is {tuple(target.shape)} for {lead} tokens"))
+    # dtypes: a float64 tensor passes every shape check and then fails inside the encoder's first
+    # layer with torch's own message; say here which field, and what it should be.
+    checks += [(values.dtype == torch.float32, f"values must be float32, got {values.dtype}"),
+               (coords.dtype == torch.float32, f"coords must be float32, got {coords.dtype}")]
+    if kinds is not None and spec.kind_vocab:
+        checks.append((not kinds.dtype.is_floating_point and kinds.dtype != torch.bool,
+                       f"kinds must be an integer tensor (int64), got {kinds.dtype}"))
+    if attn_bias is not None:
+        checks.append((attn_bias.dtype.is_floating_point,
+                       f"attn_bias must be float32 or float16, got {attn_bias.dtype}"))
     for ok, message in checks:
         if not ok:
             raise ValueError(f"{where}: {message}")
+    if kinds is not None and spec.kind_vocab and kinds.numel():
+        # Every column within its vocabulary (padding is zeros): past it, F.embedding fails
+        # with an index error that names no field.
+        flat = kinds.reshape(-1, kinds.shape[-1])
+        low, high = flat.amin(0).tolist(), flat.amax(0).tolist()
+        for column, (least, most, size) in enumerate(zip(low, high, spec.kind_vocab)):
+            if least < 0 or most >= size:
+                bad = least if least < 0 else most
+                raise ValueError(f"{where}: kinds column {column} holds {bad}, outside its vocabulary "
+                                 f"(kind_vocab[{column}] = {size}: values 0..{size - 1}); raise kind_vocab in "
+                                 f"spec() or map the value into it")
 
 
 def labels_tensor(labels: Any) -> Tensor:

@@ -61,3 +61,29 @@ def test_gather_rows():
     idx = torch.tensor([[3, 0], [1, 1]])
     out = gather_rows(t, idx)
     assert torch.equal(out[0, 0], t[0, 3]) and torch.equal(out[1, 1], t[1, 1])
+
+
+def test_validate_names_wrong_dtypes_and_kinds_outside_their_vocabulary():
+    """A float64 ``values`` or a kind past ``kind_vocab`` used to pass every check and then fail
+    inside the encoder with torch's own message; the check names the field (issue 17)."""
+    from omnissl import CoordGroup, TokenSpec
+
+    spec = TokenSpec(3, (CoordGroup("grid", 1),), kind_vocab=(4, 2))
+    good = Tokens(values=torch.zeros(5, 3), coords=torch.zeros(5, 1), kinds=torch.zeros(5, 2, dtype=torch.long))
+    good.validate(spec)
+    collate_tokens([good, good]).validate(spec)
+    cases = [
+        (dict(values=torch.zeros(5, 3, dtype=torch.float64)), "values must be float32, got torch.float64"),
+        (dict(coords=torch.zeros(5, 1, dtype=torch.int64)), "coords must be float32, got torch.int64"),
+        (dict(kinds=torch.zeros(5, 2)), "kinds must be an integer tensor"),
+        (dict(kinds=torch.tensor([[0, 0], [3, 1], [4, 0], [0, 0], [1, 1]])),
+         r"kinds column 0 holds 4, outside its vocabulary \(kind_vocab\[0\] = 4: values 0..3\)"),
+        (dict(kinds=torch.tensor([[0, -1]] * 5)), r"kinds column 1 holds -1"),
+    ]
+    for change, message in cases:
+        fields = {**dict(values=good.values, coords=good.coords, kinds=good.kinds), **change}
+        with pytest.raises(ValueError, match=f"my modality sample 3: {message}"):
+            Tokens(**fields).validate(spec, where="my modality sample 3")
+    bad = Tokens(values=good.values, coords=good.coords, kinds=torch.full((5, 2), 1) * torch.tensor([5, 0]))
+    with pytest.raises(ValueError, match="batch: kinds column 0 holds 5"):
+        collate_tokens([good, bad]).validate(spec)

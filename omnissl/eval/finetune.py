@@ -84,7 +84,8 @@ def finetune(run_dir: Path, out_dir: Path, registry: Registry, overrides: Sequen
             recipe = _recipe(base, source, registry, overrides, head, probe_recipe,
                              init=init if kind == "pretrained" else None, fraction=fraction,
                              n_train=len(label_subset(labels, split.train, fraction, 0, task)))
-            print(f"fine-tuning {kind} encoder on {fraction:g} of the labels -> {sub}", file=sys.stderr, flush=True)
+            print(f"fine-tuning the {kind} encoder on {fraction:.0%} of the labels -> {sub}", file=sys.stderr,
+                  flush=True)
             scores = _train_and_score(recipe, registry, sub, dataset, resume)
             row[kind] = {"finetune": scores["value"], **scores["extra"]}
             row["num_train"], row["num_test"], row["metric"] = scores["num_train"], scores["num_test"], scores["metric"]
