@@ -11,6 +11,7 @@ from __future__ import annotations
 import difflib
 import importlib
 import os
+import warnings
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
@@ -85,11 +86,34 @@ def _dist_version(module: ModuleType | object) -> str:
 def _register(manager: pluggy.PluginManager, plugin: object, name: str) -> bool:
     if manager.is_registered(plugin) or manager.get_plugin(name) is not None:
         return False
+    _check_hook_names(manager, plugin, name)
     try:
         manager.register(plugin, name=name)
     except pluggy.PluginValidationError as exc:
         raise PluginError(f"plugin {name!r} has a hook that does not match omnissl's hookspecs: {exc}") from exc
+    if name != "omnissl" and not manager.get_hookcallers(plugin):
+        where = getattr(plugin, "__file__", None) or repr(plugin)
+        warnings.warn(f"plugin {name!r} ({where}) registers nothing: it has "
+                      f"no @hookimpl function (omnissl_modalities, omnissl_datasets, ...); see docs/plugin-guide.md",
+                      stacklevel=2)
     return True
+
+
+def _check_hook_names(manager: pluggy.PluginManager, plugin: object, name: str) -> None:
+    """pluggy ignores what it does not recognise; a misspelt hook (``omnissl_modality``) or a hook
+    without ``@hookimpl`` would then surface much later as "no modality named ...". Refuse both."""
+    specs = [n for n in dir(hookspecs) if n.startswith("omnissl_")]
+    where = getattr(plugin, "__file__", None) or repr(plugin)
+    for attr in dir(plugin):
+        if not attr.startswith("omnissl_") or not callable(getattr(plugin, attr, None)):
+            continue
+        if attr not in specs:
+            hint = difflib.get_close_matches(attr, specs, n=1)
+            raise PluginError(f"plugin {name!r} ({where}) defines {attr}(), which is not an omnissl hook"
+                              + (f"; did you mean {hint[0]}?" if hint else f"; the hooks are {', '.join(specs)}"))
+        if manager.parse_hookimpl_opts(plugin, attr) is None:
+            raise PluginError(f"plugin {name!r} ({where}) defines {attr}() without @hookimpl, so omnissl would "
+                              f"ignore it; decorate it with `@hookimpl` (from omnissl import hookimpl)")
 
 
 def load_plugins(extra: list[object] | None = None) -> Registry:

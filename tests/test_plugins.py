@@ -90,3 +90,37 @@ def test_unknown_component_suggests_closest():
     registry = load_plugins()
     with pytest.raises(PluginError, match="Did you mean 'random'"):
         registry.get("maskers", "randon")
+
+
+def _module(name: str, source: str):
+    import types
+
+    module = types.ModuleType(name)
+    module.__file__ = f"/plugins/{name}.py"
+    exec(source, module.__dict__)
+    return module
+
+
+def test_a_misspelt_hook_or_one_without_hookimpl_is_an_error_and_an_empty_plugin_a_warning():
+    """pluggy ignores both silently; they used to surface later as "no modality named ..."."""
+    import warnings
+
+    import pytest
+
+    from omnissl.errors import PluginError
+    from omnissl.plugins import load_plugins
+
+    misspelt = _module("typo_plugin", "from omnissl import hookimpl\n"
+                                      "@hookimpl\ndef omnissl_modality():\n    return {}\n")
+    with pytest.raises(PluginError, match=r"'typo_plugin' \(/plugins/typo_plugin.py\) defines omnissl_modality\(\), "
+                                          r"which is not an omnissl hook; did you mean omnissl_modalities\?"):
+        load_plugins(extra=[misspelt])
+    bare = _module("bare_plugin", "def omnissl_datasets():\n    return {'x': dict}\n")
+    with pytest.raises(PluginError, match=r"defines omnissl_datasets\(\) without @hookimpl"):
+        load_plugins(extra=[bare])
+    empty = _module("empty_plugin", "def helper():\n    return 1\n")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        registry = load_plugins(extra=[empty])
+    assert any("plugin 'empty_plugin' (/plugins/empty_plugin.py) registers nothing" in str(w.message) for w in caught)
+    assert "image" in registry.names("modalities")  # the others still load
