@@ -8,7 +8,7 @@ from omnissl import hookimpl
 from omnissl.encoders import TokenEncoder
 from omnissl.maskers import BlockMasker, GroupMasker, MultiBlockMasker, RandomMasker, SpanMasker
 from omnissl.maskers.none import NoMasker
-from omnissl.objectives import MAE, LeJEPA, SimMIM
+from omnissl.objectives import IJEPA, MAE, Data2Vec2, LeJEPA, SimMIM
 from omnissl.objectives.finetune import Finetune
 
 
@@ -25,7 +25,8 @@ def omnissl_encoders() -> dict[str, Callable[..., Any]]:
 
 @hookimpl
 def omnissl_objectives() -> dict[str, Callable[..., Any]]:
-    return {"mae": MAE, "simmim": SimMIM, "lejepa": LeJEPA, "finetune": Finetune}
+    return {"mae": MAE, "simmim": SimMIM, "data2vec2": Data2Vec2, "ijepa": IJEPA, "lejepa": LeJEPA,
+            "finetune": Finetune}
 
 
 @hookimpl

@@ -86,11 +86,16 @@ class TokenEncoder(nn.Module):
         return project_bias(attn_bias, self.bias_proj)
 
     def forward(self, values: Tensor, coords: Tensor, kinds: Tensor | None = None, pad: Tensor | None = None,
-                attn_bias: Tensor | None = None, hidden: Tensor | None = None) -> Tensor:
-        """Encode tokens: returns (B, N, dim) features (padding rows are meaningless)."""
+                attn_bias: Tensor | None = None, hidden: Tensor | None = None,
+                return_blocks: int = 0) -> Tensor | tuple[Tensor, list[Tensor]]:
+        """Encode tokens: returns (B, N, dim) features (padding rows are meaningless).
+
+        With ``return_blocks`` K > 0, returns ``(features, blocks)``, ``blocks`` the (B, N, dim)
+        outputs of the last K transformer blocks before the final norm (data2vec's targets).
+        """
         x = self.embed(values, coords, kinds, hidden)
         mask = attention_mask(pad, self.bias_heads(attn_bias), x.dtype)
-        return self.blocks(x, mask)
+        return self.blocks(x, mask, return_blocks=return_blocks)
 
     def forward_batch(self, batch: TokenBatch) -> Tensor:
         """Encode a whole batch with nothing hidden: (B, N, dim)."""

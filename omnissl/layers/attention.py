@@ -58,11 +58,23 @@ class TransformerStack(nn.Module):
         self.norm = nn.LayerNorm(dim, eps=1e-6)
         self.num_heads = num_heads
 
-    def forward(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
-        """(B, N, dim) -> (B, N, dim); ``mask`` from :func:`attention_mask`."""
-        for block in self.blocks:
+    def forward(self, x: Tensor, mask: Tensor | None = None,
+                return_blocks: int = 0) -> Tensor | tuple[Tensor, list[Tensor]]:
+        """(B, N, dim) -> (B, N, dim); ``mask`` from :func:`attention_mask`.
+
+        With ``return_blocks`` K > 0, also the outputs of the last K blocks (the residual stream
+        after each, before the final norm), first to last: ``(out, [block outputs])`` (the
+        targets of data2vec, Baevski et al. 2022, 2023).
+        """
+        if return_blocks < 0 or return_blocks > len(self.blocks):
+            raise ValueError(f"return_blocks must be between 0 and {len(self.blocks)} (the depth), got {return_blocks}")
+        outputs = []
+        first = len(self.blocks) - return_blocks
+        for i, block in enumerate(self.blocks):
             x = block(x, attn_mask=mask)
-        return self.norm(x)
+            if return_blocks and i >= first:
+                outputs.append(x)
+        return (self.norm(x), outputs) if return_blocks else self.norm(x)
 
     def forward_at(self, x: Tensor, idx: Tensor, mask: Tensor | None = None) -> Tensor:
         """Outputs at positions ``idx`` (B, M) only: (B, N, dim) -> (B, M, dim).
