@@ -177,15 +177,15 @@ def _recipe(base: dict[str, Any], source: str, registry: Registry, overrides: Se
 def _train_and_score(recipe: Recipe, registry: Registry, out: Path, dataset: Any, resume: bool) -> dict[str, Any]:
     """Train one fine-tuning run folder (or continue / reuse it) and score it on the held-out split."""
     score_file = out / "score.json"
-    done = score_file.is_file() and (out / "checkpoints" / LAST).is_file()
-    if done and resume:
+    checkpoint = (out / "checkpoints" / LAST).is_file()
+    if resume and checkpoint and score_file.is_file():  # finished and scored before the interruption
         return json.loads(score_file.read_text())
-    if out.exists() and not resume:
+    if out.exists() and not (resume and checkpoint):  # --overwrite, or killed before its first checkpoint
         from omnissl.train.runfolder import remove_run
 
         remove_run(out)
         score_file.unlink(missing_ok=True)
-    train(recipe, registry, out, resume=resume and (out / "checkpoints" / LAST).is_file())
+    train(recipe, registry, out, resume=resume and checkpoint)
     scores = score_finetuned(out, registry, dataset)
     write_text_atomic(score_file, json.dumps(scores, indent=2) + "\n", "fine-tuning score")
     return scores
