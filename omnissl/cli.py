@@ -249,6 +249,11 @@ def main(argv: list[str] | None = None) -> int:
     except OmnisslError as exc:
         print(f"omnissl: error: {exc}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # `omnissl recipes | head`: the reader left; no traceback
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except OSError as exc:
         if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
             raise

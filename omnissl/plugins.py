@@ -4,6 +4,12 @@ Plugins come from three places, in this order: omnissl's built-ins
 (``omnissl.builtin``), the ``omnissl`` entry-point group of installed
 distributions, and modules named in the ``OMNISSL_PLUGINS`` environment
 variable (comma-separated; for source checkouts and tests).
+
+Registering a plugin must stay cheap: ``omnissl plugins``, ``omnissl recipes`` and every
+command's start build the registry, and a plugin that imports its field library (MNE,
+RDKit, MONAI, torchaudio) while registering makes all of them wait for it. A plugin
+therefore registers its components with :func:`lazy` (``"omnissl_eeg.datasets:EEGFolder"``),
+which imports the component only when it is built, inspected or called.
 """
 
 from __future__ import annotations
@@ -27,6 +33,138 @@ ENTRY_POINT_GROUP = "omnissl"
 ENV_VAR = "OMNISSL_PLUGINS"
 KINDS = ("modalities", "datasets", "maskers", "encoders", "objectives", "exporters")
 
+_UNRESOLVED = object()
+# What a LazyFactory answers itself; every other attribute is the imported factory's.
+_OWN = frozenset({"_lazy_target", "_lazy_item", "_lazy_value", "resolve", "lazy_target", "__class__",
+                  "__wrapped__", "__reduce__", "__reduce_ex__", "__repr__", "__setattr__", "__getattribute__",
+                  "__instancecheck__", "__subclasscheck__", "__call__"})
+
+
+class LazyFactory:
+    """A registered component named by its import path, imported the first time it is used.
+
+    Made by :func:`lazy`. Until then only the path is known, so building the registry costs
+    nothing; afterwards it stands for the factory everywhere omnissl looks at one: calling it
+    builds the component, and attribute access (``__doc__``, ``__init__``, ``__name__``, an
+    exporter's ``modalities``), ``inspect.signature``, ``typing.get_type_hints``,
+    ``inspect.isclass``, ``issubclass``/``isinstance`` and pickling all see (or import) the
+    factory itself. :meth:`Registry.get` hands out the imported factory, not this object.
+    """
+
+    __slots__ = ("_lazy_target", "_lazy_item", "_lazy_value")
+
+    def __init__(self, target: str, item: Any = None) -> None:
+        module, sep, attr = target.partition(":")
+        if not sep or not all(part.isidentifier() for part in module.split(".") + attr.split(".")):
+            raise PluginError(f"lazy({target!r}): the target must be 'package.module:Name' (a module path, a colon "
+                              f"and an attribute, such as 'omnissl_eeg.datasets:EEGFolder')")
+        object.__setattr__(self, "_lazy_target", target)
+        object.__setattr__(self, "_lazy_item", item)
+        object.__setattr__(self, "_lazy_value", _UNRESOLVED)
+
+    @property
+    def lazy_target(self) -> str:
+        """The import path, with ``[item]`` when the factory is an entry of a mapping."""
+        item = object.__getattribute__(self, "_lazy_item")
+        target = object.__getattribute__(self, "_lazy_target")
+        return target if item is None else f"{target}[{item!r}]"
+
+    def resolve(self) -> Callable[..., Any]:
+        """Import the factory (once) and return it.
+
+        Raises:
+            PluginError: the module cannot be imported, or lacks the attribute or item.
+        """
+        value = object.__getattribute__(self, "_lazy_value")
+        if value is not _UNRESOLVED:
+            return value
+        target = object.__getattribute__(self, "_lazy_target")
+        item = object.__getattribute__(self, "_lazy_item")
+        module_name, _, attr = target.partition(":")
+        try:
+            value = importlib.import_module(module_name)
+        except Exception as exc:  # whatever the module raises while importing: name the component
+            raise PluginError(f"{module_name} (for {self.lazy_target}) failed to import: {exc!r}. Install what it "
+                              f"needs, or reinstall the plugin that provides it.") from exc
+        try:
+            for part in attr.split("."):
+                value = getattr(value, part)
+            if item is not None:
+                value = value[item]
+        except (AttributeError, KeyError, TypeError) as exc:
+            raise PluginError(f"{self.lazy_target} does not exist ({exc!r}): the plugin registers a component "
+                              f"under a path its code does not define; fix the lazy(...) entry") from exc
+        if isinstance(value, LazyFactory):
+            value = value.resolve()
+        object.__setattr__(self, "_lazy_value", value)
+        return value
+
+    def __getattribute__(self, name: str) -> Any:
+        if name in _OWN:
+            return object.__getattribute__(self, name)
+        return getattr(object.__getattribute__(self, "resolve")(), name)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        setattr(self.resolve(), name, value)
+
+    @property  # type: ignore[misc]  # isinstance(f, type), inspect.isclass: answered for the factory
+    def __class__(self) -> type:
+        return type(self.resolve())
+
+    @property
+    def __wrapped__(self) -> Callable[..., Any]:  # inspect.signature and inspect.unwrap follow it
+        return self.resolve()
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self.resolve()(*args, **kwargs)
+
+    def __instancecheck__(self, obj: Any) -> bool:
+        return isinstance(obj, self.resolve())  # type: ignore[arg-type]
+
+    def __subclasscheck__(self, cls: type) -> bool:
+        return issubclass(cls, self.resolve())  # type: ignore[arg-type]
+
+    def __reduce_ex__(self, protocol: Any) -> tuple[Any, ...]:  # a path pickles; DataLoader workers re-import
+        get = object.__getattribute__
+        return (_lazy_from, (get(self, "_lazy_target"), get(self, "_lazy_item")))
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return self.__reduce_ex__(2)
+
+    def __repr__(self) -> str:
+        return f"lazy({self.lazy_target})"
+
+
+def _lazy_from(target: str, item: Any) -> LazyFactory:
+    return LazyFactory(target, item)
+
+
+def lazy(target: str, item: Any = None) -> LazyFactory:
+    """A component a plugin registers by import path, imported on first use.
+
+    Use it in hook tables so that registering a plugin does not import its field library::
+
+        @hookimpl
+        def omnissl_datasets():
+            return {"eeg_folder": lazy("omnissl_eeg.datasets:EEGFolder")}
+
+    Args:
+        target: ``"package.module:Name"`` (``Name`` may be dotted: ``"module:Class.build"``).
+        item: when given, the factory is ``Name[item]``, an entry of a mapping the module
+            defines (``lazy("omnissl_ct.export:EXPORTERS", "monai-vit")``).
+    """
+    return LazyFactory(target, item)
+
+
+def resolve(factory: Any) -> Any:
+    """The factory itself: a :func:`lazy` entry imported, anything else unchanged."""
+    return factory.resolve() if type(factory) is LazyFactory else factory
+
+
+def is_lazy(factory: Any) -> bool:
+    """True for a :func:`lazy` entry (``isinstance`` would import it: it answers for the factory)."""
+    return type(factory) is LazyFactory
+
 
 @dataclass
 class PluginInfo:
@@ -48,7 +186,8 @@ class Registry:
     manager: pluggy.PluginManager
 
     def get(self, kind: str, name: str) -> Callable[..., Any]:
-        """The factory registered as ``name`` for ``kind``; a clear error when unknown."""
+        """The factory registered as ``name`` for ``kind`` (imported, when registered with
+        :func:`lazy`); a clear error when unknown or when it cannot be imported."""
         table = self.components[kind]
         if name not in table:
             hint = difflib.get_close_matches(name, list(table), n=1)
@@ -58,13 +197,24 @@ class Registry:
                 f"no {kind[:-1] if kind != 'modalities' else 'modality'} named {name!r}.{extra} "
                 f"Known: {known}. Install the plugin that provides it (see `omnissl plugins`)."
             )
-        return table[name][0]
+        factory, owner = table[name]
+        if not is_lazy(factory):
+            return factory
+        try:
+            return factory.resolve()
+        except PluginError as exc:
+            raise PluginError(f"plugin {owner!r} registers {_singular(kind)} {name!r} as {factory!r}, "
+                              f"which cannot be loaded: {exc}") from exc
 
     def names(self, kind: str) -> list[str]:
         return sorted(self.components[kind])
 
     def recipe_dirs(self) -> list[Path]:
         return [d for p in self.plugins for d in p.recipe_dirs]
+
+
+def _singular(kind: str) -> str:
+    return "modality" if kind == "modalities" else kind[:-1]
 
 
 def make_manager() -> pluggy.PluginManager:
@@ -75,6 +225,12 @@ def make_manager() -> pluggy.PluginManager:
 
 def _dist_version(module: ModuleType | object) -> str:
     top = getattr(module, "__name__", type(module).__module__).split(".")[0]
+    try:  # the usual case, a distribution named as its package: no scan of every installed one (~1 s)
+        dist = metadata.distribution(top)
+        if top in (dist.read_text("top_level.txt") or "").split():
+            return dist.version
+    except metadata.PackageNotFoundError:
+        pass
     for dist_name in metadata.packages_distributions().get(top, []):
         try:
             return metadata.version(dist_name)

@@ -26,7 +26,7 @@ from typing import Annotated, Any, Callable, Literal, Sequence
 import yaml
 
 from omnissl.errors import RecipeError
-from omnissl.plugins import Registry
+from omnissl.plugins import Registry, resolve
 
 @dataclass(frozen=True)
 class Range:
@@ -322,7 +322,12 @@ def _hints(target: Callable[..., Any]) -> dict[str, Any]:
 
 
 def factory_parameters(factory: Callable[..., Any], kind: str) -> dict[str, inspect.Parameter]:
-    """Keyword arguments a recipe may set for ``factory`` (None when it takes **kwargs)."""
+    """Keyword arguments a recipe may set for ``factory`` (None when it takes **kwargs).
+
+    A factory registered with :func:`omnissl.plugins.lazy` is imported here: its signature,
+    type hints and ``Range`` bounds are the imported class's or function's.
+    """
+    factory = resolve(factory)
     target = factory.__init__ if inspect.isclass(factory) else factory
     hints = _hints(target)
     params = {name: p.replace(annotation=hints.get(name, inspect.Parameter.empty))

@@ -1,36 +1,37 @@
-"""omnissl's own components, registered through the same hooks as any plugin."""
+"""omnissl's own components, registered through the same hooks as any plugin.
+
+Registered with :func:`omnissl.plugins.lazy`, like every plugin's, so that building the
+registry (``omnissl plugins``, ``omnissl recipes``) imports neither torch nor timm; each
+component is imported when a recipe builds or inspects it.
+"""
 
 from __future__ import annotations
 
 from typing import Any, Callable
 
 from omnissl import hookimpl
-from omnissl.encoders import TokenEncoder
-from omnissl.maskers import BlockMasker, GroupMasker, MultiBlockMasker, RandomMasker, SpanMasker
-from omnissl.maskers.none import NoMasker
-from omnissl.objectives import IJEPA, MAE, Data2Vec2, LeJEPA, SimMIM
-from omnissl.objectives.finetune import Finetune
+from omnissl.plugins import lazy
 
 
 @hookimpl
 def omnissl_maskers() -> dict[str, Callable[..., Any]]:
-    return {"random": RandomMasker, "block": BlockMasker, "span": SpanMasker, "group": GroupMasker,
-            "multiblock": MultiBlockMasker, "none": NoMasker}
+    return {"random": lazy("omnissl.maskers:RandomMasker"), "block": lazy("omnissl.maskers:BlockMasker"),
+            "span": lazy("omnissl.maskers:SpanMasker"), "group": lazy("omnissl.maskers:GroupMasker"),
+            "multiblock": lazy("omnissl.maskers:MultiBlockMasker"), "none": lazy("omnissl.maskers.none:NoMasker")}
 
 
 @hookimpl
 def omnissl_encoders() -> dict[str, Callable[..., Any]]:
-    return {"transformer": TokenEncoder}
+    return {"transformer": lazy("omnissl.encoders:TokenEncoder")}
 
 
 @hookimpl
 def omnissl_objectives() -> dict[str, Callable[..., Any]]:
-    return {"mae": MAE, "simmim": SimMIM, "data2vec2": Data2Vec2, "ijepa": IJEPA, "lejepa": LeJEPA,
-            "finetune": Finetune}
+    return {"mae": lazy("omnissl.objectives:MAE"), "simmim": lazy("omnissl.objectives:SimMIM"),
+            "lejepa": lazy("omnissl.objectives:LeJEPA"), "data2vec2": lazy("omnissl.objectives:Data2Vec2"),
+            "ijepa": lazy("omnissl.objectives:IJEPA"), "finetune": lazy("omnissl.objectives.finetune:Finetune")}
 
 
 @hookimpl
 def omnissl_exporters() -> dict[str, Callable[..., Any]]:
-    from omnissl.export import export_safetensors
-
-    return {"safetensors": export_safetensors}
+    return {"safetensors": lazy("omnissl.export:export_safetensors")}

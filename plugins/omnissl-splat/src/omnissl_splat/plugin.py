@@ -1,4 +1,8 @@
-"""Registers the splat modality, data sets and recipes with omnissl."""
+"""Registers the splat modality, data sets and recipes with omnissl.
+
+Components are registered by import path (:func:`omnissl.plugins.lazy`): loading the plugin
+imports nothing heavy; a recipe that builds one imports its module.
+"""
 
 from __future__ import annotations
 
@@ -6,18 +10,18 @@ from pathlib import Path
 from typing import Any, Callable
 
 from omnissl import hookimpl
-from omnissl_splat.datasets import GeneratedShapes, SplatFolder
-from omnissl_splat.modality import SplatModality
+from omnissl.plugins import lazy
 
 
 @hookimpl
 def omnissl_modalities() -> dict[str, Callable[..., Any]]:
-    return {"splat": SplatModality}
+    return {"splat": lazy("omnissl_splat.modality:SplatModality")}
 
 
 @hookimpl
 def omnissl_datasets() -> dict[str, Callable[..., Any]]:
-    return {"splat_folder": SplatFolder, "splat_shapes": GeneratedShapes}
+    return {"splat_folder": lazy("omnissl_splat.datasets:SplatFolder"),
+            "splat_shapes": lazy("omnissl_splat.datasets:GeneratedShapes")}
 
 
 @hookimpl
