@@ -17,7 +17,9 @@ from omnissl.plugins import lazy
 def omnissl_maskers() -> dict[str, Callable[..., Any]]:
     return {"random": lazy("omnissl.maskers:RandomMasker"), "block": lazy("omnissl.maskers:BlockMasker"),
             "span": lazy("omnissl.maskers:SpanMasker"), "group": lazy("omnissl.maskers:GroupMasker"),
-            "multiblock": lazy("omnissl.maskers:MultiBlockMasker"), "none": lazy("omnissl.maskers.none:NoMasker")}
+            "multiblock": lazy("omnissl.maskers:MultiBlockMasker"),
+            "attention": lazy("omnissl.maskers:AttentionMasker"),
+            "none": lazy("omnissl.maskers.none:NoMasker")}
 
 
 @hookimpl
@@ -29,7 +31,8 @@ def omnissl_encoders() -> dict[str, Callable[..., Any]]:
 def omnissl_objectives() -> dict[str, Callable[..., Any]]:
     return {"mae": lazy("omnissl.objectives:MAE"), "simmim": lazy("omnissl.objectives:SimMIM"),
             "lejepa": lazy("omnissl.objectives:LeJEPA"), "data2vec2": lazy("omnissl.objectives:Data2Vec2"),
-            "ijepa": lazy("omnissl.objectives:IJEPA"), "finetune": lazy("omnissl.objectives.finetune:Finetune")}
+            "ijepa": lazy("omnissl.objectives:IJEPA"), "ibot": lazy("omnissl.objectives:IBOT"),
+            "finetune": lazy("omnissl.objectives.finetune:Finetune")}
 
 
 @hookimpl

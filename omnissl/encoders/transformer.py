@@ -97,6 +97,25 @@ class TokenEncoder(nn.Module):
         mask = attention_mask(pad, self.bias_heads(attn_bias), x.dtype)
         return self.blocks(x, mask, return_blocks=return_blocks)
 
+    def attention_scores(self, values: Tensor, coords: Tensor, kinds: Tensor | None = None, pad: Tensor | None = None,
+                         attn_bias: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """Encode tokens and say how much each is attended to: ``(features, scores)``.
+
+        ``features`` are :meth:`forward`'s (B, N, dim); ``scores`` (B, N) are the last block's
+        attention weights averaged over heads and over the real query tokens, the attention each
+        token receives (AttMask's teacher map, Kakogeorgiou et al., ECCV 2022, computed for tokens
+        without a [CLS]); 0 at padding, and each real row sums to 1.
+        """
+        x = self.embed(values, coords, kinds)
+        mask = attention_mask(pad, self.bias_heads(attn_bias), x.dtype)
+        features, attention = self.blocks.forward_with_attention(x, mask)  # [B, H, N, N]
+        per_query = attention.mean(dim=1)  # [B, N, N]
+        if pad is None:
+            return features, per_query.mean(dim=1)
+        real = (~pad).to(per_query.dtype)
+        scores = (per_query * real[..., None]).sum(dim=1) / real.sum(dim=1, keepdim=True).clamp(min=1)
+        return features, scores.masked_fill(pad, 0.0)
+
     def forward_batch(self, batch: TokenBatch) -> Tensor:
         """Encode a whole batch with nothing hidden: (B, N, dim)."""
         return self.forward(batch.values, batch.coords, batch.kinds, batch.pad, batch.attn_bias)

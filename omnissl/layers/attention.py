@@ -76,6 +76,17 @@ class TransformerStack(nn.Module):
                 outputs.append(x)
         return (self.norm(x), outputs) if return_blocks else self.norm(x)
 
+    def forward_with_attention(self, x: Tensor, mask: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """``(self(x, mask), attention)``: the output, and the last block's attention weights
+        (B, H, N, N), softmax over keys (rows: queries), as AttMask reads a teacher's (Kakogeorgiou
+        et al., ECCV 2022). The output is the plain forward's; the weights are computed on the side."""
+        if not len(self.blocks):
+            raise ValueError("a transformer of depth 0 has no attention to return")
+        for block in self.blocks[:-1]:
+            x = block(x, attn_mask=mask)
+        attention = block_attention(self.blocks[-1], x, mask)
+        return self.norm(self.blocks[-1](x, attn_mask=mask)), attention
+
     def forward_at(self, x: Tensor, idx: Tensor, mask: Tensor | None = None) -> Tensor:
         """Outputs at positions ``idx`` (B, M) only: (B, N, dim) -> (B, M, dim).
 
@@ -124,6 +135,19 @@ def query_block(block: Block, x: Tensor, idx: Tensor, mask: Tensor | None) -> Te
     out = attn.proj_drop(attn.proj(attn.norm(out.transpose(1, 2).reshape(b, m, dim))))
     h = gather_rows(x, idx) + block.drop_path1(block.ls1(out))
     return h + block.drop_path2(block.ls2(block.mlp(block.norm2(h))))
+
+
+def block_attention(block: Block, x: Tensor, mask: Tensor | None) -> Tensor:
+    """The softmax attention weights (B, H, N, N) of a timm ``Block`` on input ``x`` (B, N, dim),
+    with the additive ``mask`` of :func:`attention_mask` (padding keys get weight 0)."""
+    attn = block.attn
+    b, n, _ = x.shape
+    qkv = attn.qkv(block.norm1(x)).view(b, n, 3, attn.num_heads, attn.head_dim).permute(2, 0, 3, 1, 4)
+    q, k = attn.q_norm(qkv[0]), attn.k_norm(qkv[1])  # [B, H, N, hd]
+    logits = (q * attn.scale) @ k.transpose(-2, -1)  # [B, H, N, N]
+    if mask is not None:
+        logits = logits + mask.to(logits.dtype)
+    return logits.float().softmax(dim=-1)
 
 
 def init_weights(module: nn.Module) -> None:

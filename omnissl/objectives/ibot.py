@@ -1,0 +1,320 @@
+"""iBOT (Zhou et al., "iBOT: Image BERT Pre-Training with Online Tokenizer", ICLR 2022):
+self-distillation between an EMA teacher and the student over several views (DINO: Caron et al.,
+"Emerging Properties in Self-Supervised Vision Transformers", ICCV 2021), plus masked-token
+distillation (MIM) on the global views.
+
+Views live in token space, so no modality code is needed: each sample gives 2 *global* views
+(coordinate blocks holding ``global_scale`` of its real tokens) and ``local_views`` small ones
+(``local_scale``), drawn as the ``multiblock`` masker's blocks (boxes on grids, neighbourhoods
+of atoms or points); a view is a gather of token positions, so each token keeps its coordinates
+and a view never holds padding. Teacher and student share a projection-head architecture
+(:class:`ProjectionHead`: an MLP, an L2-normalised bottleneck, ``out_dim`` weight-normalised
+prototypes); the teacher's encoder and heads are EMA copies (:class:`EMATeacher`).
+
+* **DINO loss** (the pooled view embedding, here the mean of its tokens: the encoder has no
+  [CLS]): cross-entropy between the teacher's centred and sharpened softmax of each global view
+  (temperature ``teacher_temp``) and the student's softmax (``student_temp``) of every other view.
+* **MIM loss**: the student sees each global view with the masker's hidden tokens replaced by
+  the mask token (dense mode); at the hidden positions its patch distributions match the
+  teacher's of the unmasked view (centred and sharpened the same way).
+* **centres**: running means of the teacher's outputs (``center_momentum``), buffers of the
+  objective, so they are in every checkpoint and ``--resume`` is exact.
+
+``make_mask`` draws the views and the MIM mask of the global views. With ``masker: attention``
+(AttMask, Kakogeorgiou et al., ECCV 2022) it first runs the teacher on the global views to get
+its last block's attention and hides the most attended tokens; the teacher's features of that
+pass travel with the mask, so the teacher still encodes the global views once per step.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Annotated, Any, Callable, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from omnissl.encoders.transformer import TokenEncoder, gather_tokens
+from omnissl.errors import RecipeError
+from omnissl.layers import init_weights
+from omnissl.maskers.base import Mask, _select
+from omnissl.maskers.multiblock import MultiBlockMasker
+from omnissl.modality import Modality
+from omnissl.objectives.base import Objective, ObjectiveOutput, repeat_batch
+from omnissl.objectives.ema import EMATeacher
+from omnissl.recipe import Range
+from omnissl.tokens import TokenBatch, gather_rows
+
+GLOBAL_VIEWS = 2
+
+
+class ProjectionHead(nn.Module):
+    """DINO's projection head: an MLP, an L2-normalised bottleneck, and weight-normalised
+    prototypes (each prototype a unit vector: DINO's weight norm with its gain fixed to 1).
+
+    Args:
+        in_dim: width of the features it projects.
+        out_dim: number of prototypes (DINO 65536, iBOT 8192).
+        hidden_dim: the MLP's width (DINO 2048).
+        bottleneck_dim: the bottleneck's width (DINO 256).
+        layers: linear layers of the MLP, the bottleneck's included (DINO 3).
+    """
+
+    def __init__(self, in_dim: int, out_dim: int, hidden_dim: int = 2048, bottleneck_dim: int = 256, layers: int = 3):
+        super().__init__()
+        if layers < 1:
+            raise RecipeError(f"objective.head_layers must be >= 1, got {layers}")
+        mods: list[nn.Module] = []
+        width = in_dim
+        for _ in range(layers - 1):
+            mods += [nn.Linear(width, hidden_dim), nn.GELU()]
+            width = hidden_dim
+        mods.append(nn.Linear(width, bottleneck_dim))
+        self.mlp = nn.Sequential(*mods)
+        self.prototypes = nn.Parameter(torch.empty(out_dim, bottleneck_dim))
+        self.mlp.apply(init_weights)
+        nn.init.trunc_normal_(self.prototypes, std=0.02)
+
+    def forward(self, x: Tensor) -> Tensor:
+        z = F.normalize(self.mlp(x), dim=-1)
+        return F.linear(z, F.normalize(self.prototypes, dim=-1))
+
+
+@dataclass
+class IBOTViews:
+    """What ``IBOT.make_mask`` draws for a batch of B samples.
+
+    Attributes:
+        global_idx, global_pad: (2B, G) token positions of the global views (row ``b * 2 + j``
+            is view j of sample b) and True where filler.
+        local_idx, local_pad: (LB, S) the same for the local views (row ``b * L + j``), or None.
+        mask: the MIM mask over the global views (2B rows of G tokens).
+        teacher_features: (2B, G, dim) the teacher's features of the global views where
+            ``make_mask`` already ran the teacher (attention-guided masking), else None.
+    """
+
+    global_idx: Tensor
+    global_pad: Tensor
+    local_idx: Tensor | None
+    local_pad: Tensor | None
+    mask: Mask
+    teacher_features: Tensor | None = None
+
+    def to(self, device: torch.device | str) -> "IBOTViews":
+        move = (lambda t: None if t is None else t.to(device))
+        return IBOTViews(move(self.global_idx), move(self.global_pad), move(self.local_idx), move(self.local_pad),
+                         self.mask.to(device), move(self.teacher_features))
+
+
+def select_views(batch: TokenBatch, idx: Tensor, pad: Tensor) -> TokenBatch:
+    """The tokens at ``idx`` (V*B rows: ``V`` views of each sample in a row) as a batch of views."""
+    times = idx.shape[0] // batch.batch_size
+    values, coords, kinds, bias = gather_tokens(repeat_batch(batch, times), idx)
+    return TokenBatch(values=values, coords=coords, pad=pad, kinds=kinds, attn_bias=bias)
+
+
+def _scales(value: Sequence[float], key: str) -> tuple[float, float]:
+    low, high = (float(v) for v in value) if len(value) == 2 else (float("nan"), float("nan"))
+    if not 0.0 < low <= high <= 1.0:
+        raise RecipeError(f"objective.{key} must be [low, high] with 0 < low <= high <= 1, got {list(value)}")
+    return low, high
+
+
+class IBOT(Objective):
+    """iBOT (DINO's self-distillation plus masked-token distillation) over token-space views.
+
+    Args:
+        encoder: the encoder being pre-trained (the student; the teacher is its EMA copy).
+        modality: unused (the targets are the teacher's); part of every objective's signature.
+        out_dim: prototypes of the pooled head (iBOT 8192).
+        patch_out_dim: prototypes of the patch head (default ``out_dim``; a separate head only).
+        shared_head: one head for pooled and patch tokens (iBOT's ``shared_head``), else two.
+        hidden_dim, bottleneck_dim, head_layers: the heads' MLP (DINO: 2048, 256, 3).
+        local_views: small views per sample (DINO/iBOT: 10 for ViT-S, 8 or 10 for ViT-B).
+        global_scale: [low, high] share of a sample's real tokens in each global view (DINO 0.4-1,
+            iBOT 0.32-1 or 0.25-1).
+        local_scale: [low, high] share in each local view (DINO 0.05-0.4).
+        teacher_temp: the teacher's softmax temperature (DINO 0.04-0.07).
+        warmup_teacher_temp: the teacher's temperature at the first step (DINO 0.04).
+        teacher_temp_warmup: fraction of the run over which the temperature rises linearly from
+            ``warmup_teacher_temp`` to ``teacher_temp`` (DINO: 30 of 100-800 epochs); 0: none.
+        student_temp: the student's temperature (0.1).
+        center_momentum: momentum of the centres' running means (0.9).
+        momentum: the teacher's momentum at the first step, rising to 1 (DINO/iBOT 0.996).
+        lambda_mim: weight of the MIM loss (iBOT 1).
+    """
+
+    def __init__(self, encoder: nn.Module, modality: Modality | None = None,
+                 out_dim: Annotated[int, Range(ge=1)] = 8192,
+                 patch_out_dim: Annotated[int | None, Range(ge=1)] = None, shared_head: bool = True,
+                 hidden_dim: Annotated[int, Range(ge=1)] = 2048, bottleneck_dim: Annotated[int, Range(ge=1)] = 256,
+                 head_layers: Annotated[int, Range(ge=1)] = 3, local_views: Annotated[int, Range(ge=0)] = 6,
+                 global_scale: Annotated[list[float], Range(gt=0, le=1, ascending=True)] = (0.4, 1.0),
+                 local_scale: Annotated[list[float], Range(gt=0, le=1, ascending=True)] = (0.05, 0.4),
+                 teacher_temp: Annotated[float, Range(gt=0)] = 0.04,
+                 warmup_teacher_temp: Annotated[float, Range(gt=0)] = 0.04,
+                 teacher_temp_warmup: Annotated[float, Range(ge=0, le=1)] = 0.0,
+                 student_temp: Annotated[float, Range(gt=0)] = 0.1,
+                 center_momentum: Annotated[float, Range(ge=0, le=1)] = 0.9,
+                 momentum: Annotated[float, Range(ge=0, le=1)] = 0.996,
+                 lambda_mim: Annotated[float, Range(ge=0)] = 1.0):
+        super().__init__(encoder)
+        if shared_head and patch_out_dim not in (None, out_dim):
+            raise RecipeError(f"objective.patch_out_dim={patch_out_dim} differs from out_dim={out_dim}, but "
+                              f"shared_head is true: set shared_head: false for a separate patch head")
+        for key, value in (("teacher_temp", teacher_temp), ("warmup_teacher_temp", warmup_teacher_temp),
+                           ("student_temp", student_temp)):
+            if value <= 0:
+                raise RecipeError(f"objective.{key} must be > 0, got {value}")
+        if not 0.0 <= center_momentum <= 1.0 or not 0.0 <= teacher_temp_warmup <= 1.0:
+            raise RecipeError("objective.center_momentum and objective.teacher_temp_warmup must be in [0, 1], got "
+                              f"{center_momentum} and {teacher_temp_warmup}")
+        if local_views < 0:
+            raise RecipeError(f"objective.local_views must be >= 0, got {local_views}")
+        self.local_views = int(local_views)
+        self.global_scale = _scales(global_scale, "global_scale")
+        self.local_scale = _scales(local_scale, "local_scale")
+        self.teacher_temp, self.warmup_teacher_temp = float(teacher_temp), float(warmup_teacher_temp)
+        self.teacher_temp_warmup, self.student_temp = float(teacher_temp_warmup), float(student_temp)
+        self.center_momentum, self.lambda_mim = float(center_momentum), float(lambda_mim)
+        self.shared_head = bool(shared_head)
+        patch_out = out_dim if patch_out_dim is None else int(patch_out_dim)
+        heads = {"pooled": ProjectionHead(encoder.dim, out_dim, hidden_dim, bottleneck_dim, head_layers)}
+        if not self.shared_head:
+            heads["patch"] = ProjectionHead(encoder.dim, patch_out, hidden_dim, bottleneck_dim, head_layers)
+        self.heads = nn.ModuleDict(heads)
+        self.teacher = EMATeacher(encoder, momentum)
+        self.teacher_heads = EMATeacher(self.heads, momentum)
+        self.register_buffer("center", torch.zeros(out_dim))
+        self.register_buffer("patch_center", torch.zeros(patch_out))
+        # Where the run is, for the temperature warm-up (set by after_step; saved, so resume is exact).
+        self.register_buffer("progress", torch.zeros(2, dtype=torch.long))  # [steps done, total steps]
+        aspect = (3 / 4, 4 / 3)  # as the random resized crops of DINO
+        self.global_blocks = MultiBlockMasker(GLOBAL_VIEWS, self.global_scale, aspect, (1.0, 1.0))
+        self.local_blocks = MultiBlockMasker(max(self.local_views, 1), self.local_scale, aspect, (1.0, 1.0))
+
+    # -- views and masks -------------------------------------------------------------------------
+
+    def draw_views(self, batch: TokenBatch, generator: torch.Generator | None) -> tuple[Tensor, ...]:
+        """(2B, G) global and (LB, S) local view positions and filler flags (coordinate blocks
+        of real tokens; a one-token sample's views are that token)."""
+        pad = batch.pad
+        b, n = pad.shape
+
+        def views(blocks: MultiBlockMasker, count: int) -> tuple[Tensor, Tensor]:
+            chosen = blocks.blocks(batch, generator)[1][:, :count]  # [B, V, N], never padding
+            chosen = torch.where(chosen.any(-1, keepdim=True), chosen, (~pad)[:, None])
+            return _select(chosen.reshape(b * count, n))
+
+        global_idx, global_pad = views(self.global_blocks, GLOBAL_VIEWS)
+        local_idx = local_pad = None
+        if self.local_views:
+            local_idx, local_pad = views(self.local_blocks, self.local_views)
+        return global_idx, global_pad, local_idx, local_pad
+
+    def make_mask(self, batch: TokenBatch, masker: Callable[..., Any], generator: torch.Generator | None) -> IBOTViews:
+        """The views, and the MIM mask of the global views drawn by ``masker``; an attention
+        masker (``hide_by_scores``) gets the teacher's last-block attention on each global view."""
+        global_idx, global_pad, local_idx, local_pad = self.draw_views(batch, generator)
+        views = select_views(batch, global_idx, global_pad)
+        features = None
+        if hasattr(masker, "hide_by_scores"):
+            with torch.no_grad():
+                features, scores = self.teacher.module.attention_scores(views.values, views.coords, views.kinds,
+                                                                        views.pad, views.attn_bias)
+            mask = masker.hide_by_scores(views, scores, generator)
+        else:
+            mask = masker(views, generator)
+        return IBOTViews(global_idx, global_pad, local_idx, local_pad, mask, features)
+
+    # -- loss ------------------------------------------------------------------------------------
+
+    def temperature(self) -> float:
+        """The teacher's temperature now: linear warm-up over ``teacher_temp_warmup`` of the run."""
+        done, total = (int(v) for v in self.progress)
+        span = self.teacher_temp_warmup * total
+        if self.teacher_temp_warmup == 0 or (total and done >= span):
+            return self.teacher_temp
+        share = done / span if span > 0 else 0.0
+        return self.warmup_teacher_temp + (self.teacher_temp - self.warmup_teacher_temp) * share
+
+    def patch_head(self, heads: nn.ModuleDict) -> nn.Module:
+        return heads["pooled"] if self.shared_head else heads["patch"]
+
+    def forward(self, batch: TokenBatch, views: IBOTViews) -> ObjectiveOutput:
+        b = batch.batch_size
+        if views.global_idx.shape[0] != GLOBAL_VIEWS * b:
+            raise ValueError(f"ibot needs the views of its make_mask ({GLOBAL_VIEWS * b} global rows for "
+                             f"{b} samples), got {views.global_idx.shape[0]} rows")
+        mask = views.mask
+        glob = select_views(batch, views.global_idx, views.global_pad)
+        student = self.encoder(glob.values, glob.coords, glob.kinds, glob.pad, glob.attn_bias,
+                               hidden=mask.hidden)  # [2B, G, dim], hidden tokens as the mask token
+        pooled = [TokenEncoder.pool(student, glob.pad)]
+        if views.local_idx is not None:
+            local = select_views(batch, views.local_idx, views.local_pad)
+            feats = self.encoder(local.values, local.coords, local.kinds, local.pad, local.attn_bias)
+            pooled.append(TokenEncoder.pool(feats, local.pad))
+        with torch.no_grad():
+            teacher = views.teacher_features
+            if teacher is None:
+                teacher = self.teacher(glob.values, glob.coords, glob.kinds, glob.pad, glob.attn_bias)
+            heads = self.teacher_heads.module
+            t_pooled = heads["pooled"](TokenEncoder.pool(teacher, glob.pad)).float()  # [2B, K]
+            t_patch = self.patch_head(heads)(teacher).float()  # [2B, G, Kp]
+            temp = self.temperature()
+            t_probs = F.softmax((t_pooled - self.center) / temp, dim=-1).view(b, GLOBAL_VIEWS, -1)
+            t_patch_probs = F.softmax((t_patch - self.patch_center) / temp, dim=-1)
+
+        # DINO: each global teacher view against every other student view.
+        s_pooled = F.log_softmax(self.heads["pooled"](torch.cat(pooled)).float() / self.student_temp, dim=-1)
+        s_global = s_pooled[:GLOBAL_VIEWS * b].view(b, GLOBAL_VIEWS, -1)
+        s_local = [s_pooled[GLOBAL_VIEWS * b:].view(b, self.local_views, -1)[:, j] for j in range(self.local_views)]
+        terms = []
+        for i in range(GLOBAL_VIEWS):
+            others = [s_global[:, j] for j in range(GLOBAL_VIEWS) if j != i] + s_local
+            terms += [-(t_probs[:, i] * s).sum(-1).mean() for s in others]
+        loss_dino = torch.stack(terms).mean()
+        entropy = -(t_probs * t_probs.clamp(min=1e-30).log()).sum(-1).mean()  # each teacher view in as many terms
+
+        # MIM: at each global view's hidden tokens, the student's patch distribution vs the teacher's.
+        s_patch = self.patch_head(self.heads)(gather_rows(student, mask.hidden_idx)).float()  # [2B, M, Kp]
+        target = gather_rows(t_patch_probs, mask.hidden_idx)  # [2B, M, Kp]
+        per_token = -(target * F.log_softmax(s_patch / self.student_temp, dim=-1)).sum(-1)  # [2B, M]
+        real = (~mask.hidden_pad).float()
+        count = real.sum(1)
+        masked = count > 0
+
+        def per_view_mean(values: Tensor) -> Tensor:  # mean over each view's hidden tokens, then over views
+            per_view = (values * real).sum(1) / count.clamp(min=1)
+            return per_view[masked].mean() if bool(masked.any()) else values.sum() * 0.0
+
+        loss_mim = per_view_mean(per_token)
+        patch_entropy = per_view_mean(-(target * target.clamp(min=1e-30).log()).sum(-1))
+
+        if self.training:
+            self.update_centers(t_pooled, t_patch, glob.pad)
+        loss = loss_dino + self.lambda_mim * loss_mim
+        # The cross-entropies' floors are the teacher's entropies; what is left is the KL divergence
+        # the student can still close (DINO monitors both, Caron et al. 2021, Sec. 5.3).
+        return ObjectiveOutput(loss, {"loss": loss.detach(), "loss_dino": loss_dino.detach(),
+                                      "loss_mim": loss_mim.detach(), "kl_dino": (loss_dino - entropy).detach(),
+                                      "kl_mim": (loss_mim - patch_entropy).detach(),
+                                      "teacher_entropy": entropy.detach()})
+
+    @torch.no_grad()
+    def update_centers(self, t_pooled: Tensor, t_patch: Tensor, pad: Tensor) -> None:
+        """Running means of the teacher's outputs (DINO's centring), over the batch's global views
+        and, for patches, over their real tokens."""
+        m = self.center_momentum
+        self.center.mul_(m).add_(t_pooled.mean(dim=0), alpha=1.0 - m)
+        real = (~pad).float()[..., None]
+        patch_mean = (t_patch * real).sum(dim=(0, 1)) / real.sum().clamp(min=1)
+        self.patch_center.mul_(m).add_(patch_mean, alpha=1.0 - m)
+
+    def after_step(self, step: int, total_steps: int) -> None:
+        """The teacher (encoder and heads) follows the student; the warm-up's clock advances."""
+        self.teacher.update(self.encoder, step, total_steps)
+        self.teacher_heads.update(self.heads, step, total_steps)
+        self.progress.copy_(torch.tensor([step + 1, total_steps]))

@@ -1,0 +1,268 @@
+"""iBOT: views are token-space blocks without padding, the DINO and MIM losses as written, the
+attention masker fed by the teacher, centres that update and are saved, the teacher following the
+student, and a falling loss on digits (random and attention masking) and molecules."""
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from omnissl import CoordGroup, Modality, Tokens, TokenSpec, collate_tokens
+from omnissl.encoders import TokenEncoder
+from omnissl.errors import RecipeError
+from omnissl.maskers import AttentionMasker, RandomMasker
+from omnissl.objectives import IBOT
+from omnissl.objectives.ibot import select_views
+from omnissl.tokens import gather_rows
+
+SPEC = TokenSpec(value_dim=8, coords=(CoordGroup("grid", 2),), kind_vocab=(3,))
+
+
+class Toy(Modality):
+    def spec(self) -> TokenSpec:
+        return SPEC
+
+
+def grid_sample(side: int, seed: int) -> Tokens:
+    g = torch.Generator().manual_seed(seed)
+    coords = torch.stack(torch.meshgrid(torch.arange(side), torch.arange(side), indexing="ij"), -1).reshape(-1, 2)
+    phase, freq = torch.rand(8, generator=g) * 6.28, torch.rand(2, 8, generator=g)
+    return Tokens(values=torch.sin(coords.float() @ freq + phase), coords=coords.float(),
+                  kinds=torch.randint(0, 3, (side * side, 1), generator=g))
+
+
+def build(**options) -> IBOT:
+    torch.manual_seed(0)
+    encoder = TokenEncoder(SPEC, None, dim=32, depth=2, heads=4)
+    return IBOT(encoder, Toy(), **{"out_dim": 64, "hidden_dim": 32, "bottleneck_dim": 16, "local_views": 3, **options})
+
+
+SAMPLES = [grid_sample(6, 0), grid_sample(4, 1), grid_sample(5, 2), grid_sample(1, 3)]  # one of 1 token
+
+
+def test_views_are_blocks_of_real_tokens_with_their_coordinates():
+    objective = build(global_scale=[0.5, 0.9], local_scale=[0.1, 0.3])
+    batch = collate_tokens(SAMPLES)
+    views = objective.make_mask(batch, RandomMasker(0.5), torch.Generator().manual_seed(0))
+    real = (~batch.pad).sum(1)
+    for idx, pad, times, (low, high) in ((views.global_idx, views.global_pad, 2, (0.5, 0.9)),
+                                         (views.local_idx, views.local_pad, 3, (0.1, 0.3))):
+        assert idx.shape[0] == times * batch.batch_size
+        owner = torch.arange(batch.batch_size).repeat_interleave(times)
+        assert not batch.pad[owner[:, None], idx][~pad].any()  # a view never selects padding
+        counts = (~pad).sum(1)
+        n = real[owner]
+        big = n >= 4
+        assert (counts[big] >= torch.floor(low * n[big])).all() and (counts[big] <= torch.ceil(high * n[big])).all()
+        assert torch.equal(counts[n == 1], torch.ones_like(counts[n == 1]))  # one token: the view is it
+        for row in range(idx.shape[0]):  # distinct tokens
+            chosen = idx[row][~pad[row]]
+            assert chosen.unique().numel() == chosen.numel()
+        glob = select_views(batch, idx, pad)
+        torch.testing.assert_close(glob.coords, gather_rows(batch.coords.repeat_interleave(times, 0), idx))
+    # the MIM mask is over the global views, and never hides their filler
+    assert views.mask.hidden.shape == views.global_pad.shape
+    assert not (views.mask.hidden & views.global_pad).any()
+    same = objective.make_mask(batch, RandomMasker(0.5), torch.Generator().manual_seed(0))
+    assert torch.equal(same.global_idx, views.global_idx) and torch.equal(same.mask.hidden, views.mask.hidden)
+
+
+def test_losses_are_dino_and_masked_token_distillation():
+    objective = build(local_views=2, lambda_mim=0.5, teacher_temp=0.07, student_temp=0.2).eval()
+    with torch.no_grad():
+        objective.center.normal_()
+        objective.patch_center.normal_()
+    batch = collate_tokens(SAMPLES[:3])
+    views = objective.make_mask(batch, RandomMasker(0.4), torch.Generator().manual_seed(2))
+    out = objective(batch, views)
+    b = batch.batch_size
+    glob = select_views(batch, views.global_idx, views.global_pad)
+    local = select_views(batch, views.local_idx, views.local_pad)
+    enc, head = objective.encoder, objective.heads["pooled"]
+    student = enc(glob.values, glob.coords, glob.kinds, glob.pad, hidden=views.mask.hidden)
+    teacher = enc(glob.values, glob.coords, glob.kinds, glob.pad)  # the teacher starts as the student
+    s_local = head(TokenEncoder.pool(enc(local.values, local.coords, local.kinds, local.pad), local.pad))
+    s_global = head(TokenEncoder.pool(student, glob.pad))
+    t = F.softmax((head(TokenEncoder.pool(teacher, glob.pad)) - objective.center) / 0.07, -1)
+    ce = lambda p, s: -(p * F.log_softmax(s / 0.2, -1)).sum(-1).mean()  # noqa: E731
+    terms = []
+    for i in range(2):
+        terms.append(ce(t[i::2], s_global[1 - i::2]))
+        terms += [ce(t[i::2], s_local[j::2]) for j in range(2)]
+    dino = torch.stack(terms).mean()
+    torch.testing.assert_close(out.metrics["loss_dino"], dino, rtol=1e-5, atol=1e-6)
+    tp = F.softmax((head(teacher) - objective.patch_center) / 0.07, -1)
+    sp = F.log_softmax(head(student) / 0.2, -1)
+    per = []
+    for row in range(2 * b):
+        hidden = views.mask.hidden[row]
+        if hidden.any():
+            per.append(-(tp[row, hidden] * sp[row, hidden]).sum(-1).mean())
+    mim = torch.stack(per).mean()
+    torch.testing.assert_close(out.metrics["loss_mim"], mim, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(out.loss, dino + 0.5 * mim, rtol=1e-5, atol=1e-6)
+    entropy = -(t * t.log()).sum(-1).mean()
+    torch.testing.assert_close(out.metrics["kl_dino"], dino - entropy, rtol=1e-4, atol=1e-5)
+    assert out.metrics["kl_dino"] >= 0 and out.metrics["kl_mim"] >= 0
+
+
+@pytest.mark.parametrize("masker", [RandomMasker(0.5), AttentionMasker(0.5, 0.25)], ids=["random", "attention"])
+def test_padding_never_enters_the_loss(masker):
+    objective = build().eval()
+    batch = collate_tokens(SAMPLES)
+    views = objective.make_mask(batch, masker, torch.Generator().manual_seed(0))
+    out = objective(batch, views)
+    assert torch.isfinite(out.loss) and set(out.metrics) == {"loss", "loss_dino", "loss_mim", "kl_dino", "kl_mim",
+                                                          "teacher_entropy"}
+    poisoned = collate_tokens(SAMPLES)
+    poisoned.values[batch.pad] = 1e4
+    poisoned.kinds[batch.pad] = 2
+    again = objective.make_mask(poisoned, masker, torch.Generator().manual_seed(0))
+    assert torch.equal(again.mask.hidden, views.mask.hidden)  # attention scores ignore padding too
+    torch.testing.assert_close(objective(poisoned, again).loss, out.loss)
+
+
+def test_attention_masking_uses_the_teachers_attention_once():
+    objective = build().eval()
+    batch = collate_tokens(SAMPLES[:3])
+    masker = AttentionMasker(0.5, random_fraction=0.0)
+    views = objective.make_mask(batch, masker, torch.Generator().manual_seed(0))
+    glob = select_views(batch, views.global_idx, views.global_pad)
+    features, scores = objective.teacher.module.attention_scores(glob.values, glob.coords, glob.kinds, glob.pad)
+    assert torch.equal(views.mask.hidden, masker.hide_by_scores(glob, scores).hidden)
+    torch.testing.assert_close(views.teacher_features, features)
+    calls = []
+    handle = objective.teacher.module.register_forward_hook(lambda *_: calls.append(1))
+    out = objective(batch, views)  # reuses the teacher's features from make_mask
+    handle.remove()
+    assert not calls
+    views.teacher_features = None
+    torch.testing.assert_close(objective(batch, views).loss, out.loss)
+
+
+def test_centres_update_in_training_are_saved_and_the_teacher_follows():
+    objective = build(center_momentum=0.5, momentum=0.5)
+    batch = collate_tokens(SAMPLES)
+    views = objective.make_mask(batch, RandomMasker(0.5), torch.Generator().manual_seed(0))
+    objective.eval()
+    objective(batch, views)
+    assert not objective.center.any() and not objective.patch_center.any()  # evaluation leaves them
+    objective.train()
+    objective(batch, views).loss.backward()
+    glob = select_views(batch, views.global_idx, views.global_pad)
+    with torch.no_grad():
+        teacher = objective.encoder(glob.values, glob.coords, glob.kinds, glob.pad)
+        pooled = objective.heads["pooled"](TokenEncoder.pool(teacher, glob.pad))
+        patch = objective.heads["pooled"](teacher)[~glob.pad]
+    torch.testing.assert_close(objective.center, 0.5 * pooled.mean(0))
+    torch.testing.assert_close(objective.patch_center, 0.5 * patch.mean(0))
+    assert all(p.grad is not None for p in objective.heads.parameters())
+    assert all(not p.requires_grad for p in objective.teacher.parameters())
+    assert all(not p.requires_grad for p in objective.teacher_heads.parameters())
+    state = objective.state_dict()
+    assert {"center", "patch_center", "progress"} <= set(state)
+    assert {k[len("teacher.module."):] for k in state if k.startswith("teacher.module.")} == \
+        set(objective.encoder.state_dict())
+    with torch.no_grad():
+        for p in [*objective.encoder.parameters(), *objective.heads.parameters()]:
+            p.add_(1.0)
+    before = [p.clone() for p in objective.teacher_heads.parameters()]
+    objective.after_step(0, 10)  # momentum 0.5
+    for old, new, student in zip(before, objective.teacher_heads.parameters(), objective.heads.parameters()):
+        torch.testing.assert_close(new, (old + student) / 2)
+    fresh = build(center_momentum=0.5, momentum=0.5)
+    fresh.load_state_dict(objective.state_dict())
+    assert torch.equal(fresh.center, objective.center) and torch.equal(fresh.progress, objective.progress)
+    pairs = zip(fresh.teacher_heads.parameters(), objective.teacher_heads.parameters())
+    assert all(torch.equal(a, b) for a, b in pairs)
+
+
+def test_teacher_temperature_warms_up_with_the_steps():
+    objective = build(warmup_teacher_temp=0.02, teacher_temp=0.06, teacher_temp_warmup=0.5)
+    assert objective.temperature() == pytest.approx(0.02)
+    objective.progress.copy_(torch.tensor([25, 100]))
+    assert objective.temperature() == pytest.approx(0.04)
+    objective.progress.copy_(torch.tensor([80, 100]))
+    assert objective.temperature() == pytest.approx(0.06)
+
+
+def test_separate_patch_head_and_bad_options():
+    objective = build(shared_head=False, patch_out_dim=48)
+    assert objective.patch_center.shape == (48,) and "patch" in objective.heads
+    batch = collate_tokens(SAMPLES[:2])
+    views = objective.make_mask(batch, RandomMasker(0.5), torch.Generator().manual_seed(0))
+    objective(batch, views).loss.backward()
+    assert all(p.grad is not None for p in objective.heads["patch"].parameters())
+    with pytest.raises(RecipeError, match="shared_head"):
+        build(patch_out_dim=48)
+    with pytest.raises(RecipeError, match="objective.global_scale"):
+        build(global_scale=[0.8, 0.4])
+
+
+# Registers ibot and the attention masker for the CLI runs below, unless the core registers them itself.
+COMPONENTS = """
+    from omnissl import builtin, hookimpl
+    from omnissl.maskers import AttentionMasker
+    from omnissl.objectives import IBOT
+
+
+    @hookimpl
+    def omnissl_objectives():
+        return {} if "ibot" in builtin.omnissl_objectives() else {"ibot": IBOT}
+
+
+    @hookimpl
+    def omnissl_maskers():
+        return {} if "attention" in builtin.omnissl_maskers() else {"attention": AttentionMasker}
+"""
+
+TINY = ["encoder.dim=32", "encoder.depth=2", "encoder.heads=2", "optim.warmup_steps=5",
+        "train.log_every=1", "train.val_every=1000", "probe.enabled=false", "viz.enabled=false"]
+
+
+def train(tmp_path: Path, recipe: str, objective: str, masker: str, *overrides: str) -> list[dict]:
+    plugins = tmp_path / "plugins"
+    plugins.mkdir(exist_ok=True)
+    (plugins / "ibot_components.py").write_text(textwrap.dedent(COMPONENTS))
+    env = dict(os.environ, OMNISSL_PLUGINS="ibot_components",
+               PYTHONPATH=f"{plugins}{os.pathsep}{os.environ.get('PYTHONPATH', '')}")
+    out = tmp_path / "run"
+    command = [sys.executable, "-m", "omnissl", "train", recipe, f"objective={objective}", f"masker={masker}", *TINY,
+               *overrides, "--out", str(out)]
+    result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600)
+    assert result.returncode == 0, result.stderr
+    return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+
+
+# The teacher is frozen (momentum 1) and uncentred (center_momentum 1): these runs check that the
+# whole pipeline (views, MIM masks from either masker, heads, gradients through the student) makes
+# the student distil its teacher on digits and on molecules. With the full EMA teacher and centring
+# the DINO term at this scale climbs toward log(out_dim) (a uniform teacher) in tens of steps:
+# docs/objectives.md says so, and the digits demo's probes are the measure of the full method.
+IBOT_TINY = ("{name: ibot, out_dim: 128, hidden_dim: 64, bottleneck_dim: 32, local_views: 2, momentum: 1.0, "
+             "center_momentum: 1.0, global_scale: [0.5, 1.0], local_scale: [0.2, 0.4]}")
+
+
+def falls(rows: list[dict], by: float) -> None:
+    """The loss above its floor (the teacher's entropies): the KL divergences the student closes."""
+    first, last = (sum(r["kl_dino"] + r["kl_mim"] for r in part) / len(part) for part in (rows[:5], rows[-5:]))
+    assert last < by * first, (first, last)
+
+
+@pytest.mark.parametrize("masker", ["{name: random, ratio: 0.4}", "{name: attention, ratio: 0.4}"],
+                         ids=["random", "attention"])
+def test_loss_falls_on_digits(tmp_path, masker):
+    falls(train(tmp_path, "image/mae-digits", IBOT_TINY, masker, "train.batch_size=32", "train.steps=25"), 0.8)
+
+
+def test_loss_falls_on_molecules(tmp_path):
+    # atoms have continuous 3-D coordinates: the views are neighbourhoods of atoms
+    rows = train(tmp_path, "molecule/mae-demo", IBOT_TINY, "{name: attention, ratio: 0.4}", "data.files=[freesolv.csv]",
+                 f"data.cache_dir={tmp_path / 'cache'}", "train.batch_size=32", "train.steps=40", "optim.lr=3e-3")
+    falls(rows, 0.9)
