@@ -1,18 +1,16 @@
 """data2vec 2.0: block outputs from the encoder, contextualised targets, several masks sharing one
 teacher pass, padding left out, and a falling loss on images and molecules."""
 
-import json
-import os
-import subprocess
-import sys
-import textwrap
 from pathlib import Path
 
 import pytest
 import torch
 import torch.nn.functional as F
 
-from omnissl import CoordGroup, Modality, Tokens, TokenSpec, collate_tokens
+from objective_kit import SPEC_KINDS, Toy, falls, train_cli
+from objective_kit import grid_sample as plain_sample
+
+from omnissl import Tokens, collate_tokens
 from omnissl.encoders import TokenEncoder
 from omnissl.errors import RecipeError
 from omnissl.maskers import BlockMasker, RandomMasker
@@ -20,32 +18,20 @@ from omnissl.maskers.base import Mask
 from omnissl.objectives import Data2Vec2, draw_mask
 from omnissl.objectives.data2vec2 import normalize_block
 
-SPEC = TokenSpec(value_dim=8, coords=(CoordGroup("grid", 2),), kind_vocab=(3,))
-
-
-class Toy(Modality):
-    def spec(self) -> TokenSpec:
-        return SPEC
-
-
 def grid_sample(side: int, seed: int) -> Tokens:
-    g = torch.Generator().manual_seed(seed)
-    coords = torch.stack(torch.meshgrid(torch.arange(side), torch.arange(side), indexing="ij"), -1).reshape(-1, 2)
-    phase, freq = torch.rand(8, generator=g) * 6.28, torch.rand(2, 8, generator=g)
-    return Tokens(values=torch.sin(coords.float() @ freq + phase), coords=coords.float(),
-                  kinds=torch.randint(0, 3, (side * side, 1), generator=g))
+    return plain_sample(side, seed, kinds=True)
 
 
 def build(**options) -> Data2Vec2:
     torch.manual_seed(0)
-    encoder = TokenEncoder(SPEC, None, dim=32, depth=3, heads=4)
+    encoder = TokenEncoder(SPEC_KINDS, None, dim=32, depth=3, heads=4)
     options = {"decoder_dim": 16, "decoder_depth": 1, "decoder_heads": 2, **options}
-    return Data2Vec2(encoder, Toy(), **options)
+    return Data2Vec2(encoder, Toy(SPEC_KINDS), **options)
 
 
 def test_encoder_returns_its_last_block_outputs_without_changing_anything_else():
     torch.manual_seed(0)
-    encoder = TokenEncoder(SPEC, None, dim=32, depth=3, heads=4).eval()
+    encoder = TokenEncoder(SPEC_KINDS, None, dim=32, depth=3, heads=4).eval()
     before = set(encoder.state_dict())
     batch = collate_tokens([grid_sample(3, 0), grid_sample(4, 1)])
     args = (batch.values, batch.coords, batch.kinds, batch.pad)
@@ -147,37 +133,11 @@ def test_the_student_learns_the_teacher_follows_and_is_saved():
 
 
 # Registers data2vec2 for the CLI runs below, unless the core registers it itself (omnissl.builtin).
-COMPONENTS = """
-    from omnissl import builtin, hookimpl
-    from omnissl.objectives import Data2Vec2
-
-
-    @hookimpl
-    def omnissl_objectives():
-        return {} if "data2vec2" in builtin.omnissl_objectives() else {"data2vec2": Data2Vec2}
-"""
-
-TINY = ["encoder.dim=32", "encoder.depth=2", "encoder.heads=2", "optim.warmup_steps=5", "train.log_every=1",
-        "train.val_every=1000", "probe.enabled=false", "viz.enabled=false"]
 OBJECTIVE = "objective={name: data2vec2, masks_per_sample: 2, momentum: 0.99, decoder_dim: 32, decoder_heads: 2}"
 
 
 def train(tmp_path: Path, recipe: str, *overrides: str) -> list[dict]:
-    plugins = tmp_path / "plugins"
-    plugins.mkdir(exist_ok=True)
-    (plugins / "d2v2_components.py").write_text(textwrap.dedent(COMPONENTS))
-    env = dict(os.environ, OMNISSL_PLUGINS="d2v2_components",
-               PYTHONPATH=f"{plugins}{os.pathsep}{os.environ.get('PYTHONPATH', '')}")
-    out = tmp_path / "run"
-    command = [sys.executable, "-m", "omnissl", "train", recipe, OBJECTIVE, *TINY, *overrides, "--out", str(out)]
-    result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600)
-    assert result.returncode == 0, result.stderr
-    return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
-
-
-def falls(rows: list[dict], by: float) -> None:
-    first, last = (sum(r["loss"] for r in part) / len(part) for part in (rows[:5], rows[-5:]))
-    assert last < by * first, (first, last)
+    return train_cli(tmp_path, recipe, OBJECTIVE, *overrides)
 
 
 def test_loss_falls_on_digits(tmp_path):

@@ -1,18 +1,16 @@
 """I-JEPA: targets from the mask, each block predicted from the context alone, padding left out,
 the teacher saved and following the student, and a falling loss on images and molecules."""
 
-import json
-import os
-import subprocess
-import sys
-import textwrap
 from pathlib import Path
 
 import pytest
 import torch
 import torch.nn.functional as F
 
-from omnissl import CoordGroup, Modality, Tokens, TokenSpec, collate_tokens
+from objective_kit import SPEC_KINDS, Toy, falls, train_cli
+from objective_kit import grid_sample as plain_sample
+
+from omnissl import Tokens, collate_tokens
 from omnissl.encoders import TokenEncoder
 from omnissl.encoders.transformer import gather_tokens
 from omnissl.maskers import MultiBlockMasker, RandomMasker
@@ -20,26 +18,14 @@ from omnissl.objectives import IJEPA
 from omnissl.objectives.ijepa import latent_loss
 from omnissl.tokens import gather_rows
 
-SPEC = TokenSpec(value_dim=8, coords=(CoordGroup("grid", 2),), kind_vocab=(3,))
-
-
-class Toy(Modality):
-    def spec(self) -> TokenSpec:
-        return SPEC
-
-
 def grid_sample(side: int, seed: int) -> Tokens:
-    g = torch.Generator().manual_seed(seed)
-    coords = torch.stack(torch.meshgrid(torch.arange(side), torch.arange(side), indexing="ij"), -1).reshape(-1, 2)
-    phase, freq = torch.rand(8, generator=g) * 6.28, torch.rand(2, 8, generator=g)
-    return Tokens(values=torch.sin(coords.float() @ freq + phase), coords=coords.float(),
-                  kinds=torch.randint(0, 3, (side * side, 1), generator=g))
+    return plain_sample(side, seed, kinds=True)
 
 
 def build(**options) -> IJEPA:
     torch.manual_seed(0)
-    encoder = TokenEncoder(SPEC, None, dim=32, depth=2, heads=4)
-    return IJEPA(encoder, Toy(), **{"pred_dim": 16, "pred_depth": 2, "pred_heads": 2, **options})
+    encoder = TokenEncoder(SPEC_KINDS, None, dim=32, depth=2, heads=4)
+    return IJEPA(encoder, Toy(SPEC_KINDS), **{"pred_dim": 16, "pred_depth": 2, "pred_heads": 2, **options})
 
 
 def test_targets_come_from_the_mask():
@@ -132,37 +118,12 @@ def test_the_teacher_is_saved_and_after_step_moves_it():
 
 
 # Registers ijepa for the CLI runs below, unless the core registers it itself (omnissl.builtin).
-COMPONENTS = """
-    from omnissl import builtin, hookimpl
-    from omnissl.objectives import IJEPA
-
-
-    @hookimpl
-    def omnissl_objectives():
-        return {} if "ijepa" in builtin.omnissl_objectives() else {"ijepa": IJEPA}
-"""
-
-TINY = ["objective={name: ijepa, pred_dim: 32, pred_depth: 1, pred_heads: 2, momentum: 0.99}",
-        "masker={name: multiblock}", "encoder.dim=32", "encoder.depth=2", "encoder.heads=2", "optim.warmup_steps=5",
-        "train.log_every=1", "train.val_every=1000", "probe.enabled=false", "viz.enabled=false"]
+IJEPA_ARGS = ["objective={name: ijepa, pred_dim: 32, pred_depth: 1, pred_heads: 2, momentum: 0.99}",
+         "masker={name: multiblock}"]
 
 
 def train(tmp_path: Path, recipe: str, *overrides: str) -> list[dict]:
-    plugins = tmp_path / "plugins"
-    plugins.mkdir(exist_ok=True)
-    (plugins / "ijepa_components.py").write_text(textwrap.dedent(COMPONENTS))
-    env = dict(os.environ, OMNISSL_PLUGINS="ijepa_components",
-               PYTHONPATH=f"{plugins}{os.pathsep}{os.environ.get('PYTHONPATH', '')}")
-    out = tmp_path / "run"
-    command = [sys.executable, "-m", "omnissl", "train", recipe, *TINY, *overrides, "--out", str(out)]
-    result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600)
-    assert result.returncode == 0, result.stderr
-    return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
-
-
-def falls(rows: list[dict], by: float) -> None:
-    first, last = (sum(r["loss"] for r in part) / len(part) for part in (rows[:5], rows[-5:]))
-    assert last < by * first, (first, last)
+    return train_cli(tmp_path, recipe, *IJEPA_ARGS, *overrides)
 
 
 def test_loss_falls_on_digits(tmp_path):

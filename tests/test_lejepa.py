@@ -1,35 +1,17 @@
 """LeJEPA: SIGReg's statistic, views in token space, and a falling loss on images and molecules."""
 
-import json
-import os
-import subprocess
-import sys
-import textwrap
 from pathlib import Path
 
 import pytest
 import torch
 
-from omnissl import CoordGroup, Modality, Tokens, TokenSpec, collate_tokens
+from objective_kit import SPEC, Toy, falls, grid_sample, train_cli
+
+from omnissl import collate_tokens
 from omnissl.encoders import TokenEncoder
 from omnissl.maskers import MultiBlockMasker, RandomMasker
 from omnissl.objectives import LeJEPA
 from omnissl.objectives.lejepa import T_MAX, epps_pulley, random_directions, sigreg
-
-SPEC = TokenSpec(value_dim=8, coords=(CoordGroup("grid", 2),))
-
-
-class Toy(Modality):
-    def spec(self) -> TokenSpec:
-        return SPEC
-
-
-def grid_sample(side: int, seed: int) -> Tokens:
-    g = torch.Generator().manual_seed(seed)
-    coords = torch.stack(torch.meshgrid(torch.arange(side), torch.arange(side), indexing="ij"), -1).reshape(-1, 2)
-    phase, freq = torch.rand(8, generator=g) * 6.28, torch.rand(2, 8, generator=g)
-    return Tokens(values=torch.sin(coords.float() @ freq + phase), coords=coords.float())
-
 
 def build(**options) -> LeJEPA:
     torch.manual_seed(0)
@@ -136,43 +118,11 @@ def test_training_draws_fresh_directions_from_the_global_seed():
 
 # Registers the multiblock masker and the lejepa objective for the CLI runs below, unless the core
 # registers them itself (omnissl.builtin).
-COMPONENTS = """
-    from omnissl import builtin, hookimpl
-    from omnissl.maskers import MultiBlockMasker
-    from omnissl.objectives import LeJEPA
-
-
-    @hookimpl
-    def omnissl_maskers():
-        return {} if "multiblock" in builtin.omnissl_maskers() else {"multiblock": MultiBlockMasker}
-
-
-    @hookimpl
-    def omnissl_objectives():
-        return {} if "lejepa" in builtin.omnissl_objectives() else {"lejepa": LeJEPA}
-"""
-
-TINY = ["objective={name: lejepa, proj_dim: 16, proj_hidden: 64}", "masker={name: multiblock}", "encoder.dim=32",
-        "encoder.depth=2", "encoder.heads=2", "optim.warmup_steps=5", "train.log_every=1", "train.val_every=1000",
-        "probe.enabled=false", "viz.enabled=false"]
+LEJEPA_ARGS = ["objective={name: lejepa, proj_dim: 16, proj_hidden: 64}", "masker={name: multiblock}"]
 
 
 def train(tmp_path: Path, recipe: str, *overrides: str) -> list[dict]:
-    plugins = tmp_path / "plugins"
-    plugins.mkdir(exist_ok=True)
-    (plugins / "lejepa_components.py").write_text(textwrap.dedent(COMPONENTS))
-    env = dict(os.environ, OMNISSL_PLUGINS="lejepa_components",
-               PYTHONPATH=f"{plugins}{os.pathsep}{os.environ.get('PYTHONPATH', '')}")
-    out = tmp_path / "run"
-    command = [sys.executable, "-m", "omnissl", "train", recipe, *TINY, *overrides, "--out", str(out)]
-    result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600)
-    assert result.returncode == 0, result.stderr
-    return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
-
-
-def falls(rows: list[dict], by: float) -> None:
-    first, last = (sum(r["loss"] for r in part) / len(part) for part in (rows[:5], rows[-5:]))
-    assert last < by * first, (first, last)
+    return train_cli(tmp_path, recipe, *LEJEPA_ARGS, *overrides)
 
 
 def test_loss_falls_on_digits(tmp_path):

@@ -1,7 +1,9 @@
 import pytest
 import torch
 
-from omnissl import CoordGroup, Modality, TargetStream, Tokens, TokenSpec, collate_tokens
+from objective_kit import Toy, grid_sample
+
+from omnissl import Modality, TargetStream, collate_tokens
 from omnissl.maskers import RandomMasker
 from omnissl.objectives import MAE, MaskedPrediction, Objective, SimMIM, draw_mask, repeat_batch
 from omnissl.plugins import get_registry
@@ -10,22 +12,6 @@ from omnissl.plugins import get_registry
 # objectives (latent objectives have their own tests: test_lejepa.py, test_ema.py).
 BUILTIN = sorted(n for n, (factory, owner) in get_registry().components["objectives"].items()
                  if owner == "omnissl" and isinstance(factory, type) and issubclass(factory, MaskedPrediction))
-SPEC = TokenSpec(value_dim=8, coords=(CoordGroup("grid", 2),))
-
-
-class Toy(Modality):
-    def spec(self) -> TokenSpec:
-        return SPEC
-
-
-def grid_sample(side: int, seed: int) -> Tokens:
-    g = torch.Generator().manual_seed(seed)
-    coords = torch.stack(torch.meshgrid(torch.arange(side), torch.arange(side), indexing="ij"), -1).reshape(-1, 2)
-    # Smooth in space, so hidden tokens are predictable from visible ones.
-    phase, freq = torch.rand(8, generator=g) * 6.28, torch.rand(2, 8, generator=g)
-    return Tokens(values=torch.sin(coords.float() @ freq + phase), coords=coords.float())
-
-
 def build(name: str, modality: Modality = Toy()):
     torch.manual_seed(0)
     encoder = get_registry().get("encoders", "transformer")(modality.spec(), modality, dim=32, depth=2, heads=4)
