@@ -51,6 +51,28 @@ CORE_REPORTS = ("probe", "finetune")  # report files the core's commands write (
 PoolOrTokens = Literal["mean", "max", "mean_max", "none"]
 
 
+def write_weights_export(out: Path, state: dict[str, Tensor], info: dict[str, Any],
+                         metadata: dict[str, str] | None = None) -> Path:
+    """Another library's weights at ``out`` and their instructions at ``out.json``, each written
+    atomically (a temporary file renamed into place): ``.safetensors`` through safetensors (with
+    ``metadata`` in its header), any other name as a ``torch.save`` of plain tensors, loadable
+    with ``torch.load(path, weights_only=True)``. The exporters of timm, MONAI and braindecode
+    share it."""
+    from omnissl.train.checkpoint import write_atomic, write_text_atomic
+
+    out = Path(out)
+    state = {k: v.detach().cpu().contiguous() for k, v in state.items()}
+    if out.suffix == ".safetensors":
+        from safetensors.torch import save
+
+        data = save(state, metadata=metadata)
+        write_atomic(out, lambda handle: handle.write(data), "exported weights")
+    else:
+        write_atomic(out, lambda handle: torch.save(state, handle), "exported weights")
+    write_text_atomic(Path(f"{out}.json"), json.dumps(info, indent=2) + "\n", "export instructions")
+    return out
+
+
 def run_side_files(run_dir: Path | None) -> dict[str, Any]:
     """The JSON files plugins wrote into ``run_dir`` at training time, by name, parsed.
 

@@ -66,10 +66,10 @@ def first_non_finite(state: Any) -> str | None:
 
 def write_text_atomic(path: Path, text: str, what: str = "file") -> Path:
     """Write a run-folder text file (recipe, history, metrics, data.json, probe.json) atomically."""
-    return _write_atomic(path, lambda handle: handle.write(text.encode()), what)
+    return write_atomic(path, lambda handle: handle.write(text.encode()), what)
 
 
-def _write_atomic(path: Path, write: Callable[[Any], None], what: str) -> Path:
+def write_atomic(path: Path, write: Callable[[Any], None], what: str) -> Path:
     """Write ``path`` through a temporary file in the same folder, then rename it into place."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
@@ -97,7 +97,7 @@ def save_checkpoint(state: dict[str, Any], path: Path) -> Path:
     if bad is not None:
         raise TrainingError(f"refusing to write {path}: {bad} holds NaN or infinity")
     state = dict(state, **{DIGEST_KEY: state_digest(state)})
-    return _write_atomic(path, lambda handle: torch.save(state, handle), "checkpoint")
+    return write_atomic(path, lambda handle: torch.save(state, handle), "checkpoint")
 
 
 def load_checkpoint(path: Path) -> dict[str, Any]:
@@ -106,7 +106,7 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
         raise TrainingError(f"no checkpoint at {path}; nothing to resume (start without --resume)")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as exc:
+    except pickle.UnpicklingError:
         # torch's message would suggest weights_only=False, which runs whatever the file holds.
         raise TrainingError(f"{path} is not a checkpoint omnissl trusts: it holds Python objects other than "
                             f"tensors and plain values, and omnissl never runs code from a file. Use a "
@@ -137,7 +137,7 @@ def save_weights(tensors: dict[str, torch.Tensor], path: Path, metadata: dict[st
     tensors = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
     header = dict(metadata or {}, **{DIGEST_KEY: state_digest(tensors)})
     data = save(tensors, metadata=header)
-    return _write_atomic(path, lambda handle: handle.write(data), "weights file")
+    return write_atomic(path, lambda handle: handle.write(data), "weights file")
 
 
 def load_weights(path: Path) -> dict[str, torch.Tensor]:

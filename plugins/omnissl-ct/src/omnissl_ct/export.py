@@ -17,7 +17,6 @@ Usage, after ``omnissl train ct/mae-vit-base --out runs/ct``::
 
 from __future__ import annotations
 
-import json
 from functools import partial
 from pathlib import Path
 from typing import Any, Sequence
@@ -131,10 +130,9 @@ def export_encoder(encoder: nn.Module, recipe: dict[str, Any], out: Path, target
             "layernorm_eps": 1e-6, "preprocessing": recipe.get("data", {})}
     if target == "monai-unetr":
         info["unetr_kwargs"] = unetr_kwargs(encoder, (size,) * 3, proj_type)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    torch.save(state, out)
-    Path(f"{out}.json").write_text(json.dumps(info, indent=2) + "\n")
-    return out
+    from omnissl.export import write_weights_export
+
+    return write_weights_export(out, state, info)
 
 
 EXPORTERS = {target: partial(export_encoder, target=target) for target in TARGETS}

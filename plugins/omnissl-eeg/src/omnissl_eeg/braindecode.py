@@ -58,6 +58,7 @@ import torch
 from torch import Tensor, nn
 
 from omnissl.errors import DataError, OmnisslError
+from omnissl.train.checkpoint import write_text_atomic
 from omnissl.export import PretrainedEncoder, export_safetensors, load_encoder, wrong_modality
 from omnissl.tokens import TokenBatch
 from omnissl_eeg.modality import token_layout
@@ -323,7 +324,7 @@ def export_braindecode(encoder: nn.Module, recipe: dict[str, Any], out: Path, ru
         "feature_dim": loaded.dim,
         "readout": loaded.readout,
     }
-    Path(f"{out}.json").write_text(json.dumps(info, indent=2) + "\n")
+    write_text_atomic(Path(f"{out}.json"), json.dumps(info, indent=2) + "\n", "export instructions")
     return out
 
 

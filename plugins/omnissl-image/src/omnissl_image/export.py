@@ -42,7 +42,6 @@ with ``torch.save`` instead (plain tensors: ``torch.load(path, weights_only=True
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -50,7 +49,7 @@ import torch
 from torch import Tensor, nn
 
 from omnissl.errors import OmnisslError
-from omnissl.export import wrong_modality
+from omnissl.export import write_weights_export, wrong_modality
 from omnissl.layers.position import GridSinCos
 
 SIZES = ("tiny", "small", "base", "large")
@@ -160,15 +159,8 @@ def export_timm(encoder: nn.Module, recipe: dict[str, Any], out: Path, run_dir: 
         raise OmnisslError(f"the timm model's features differ from omnissl's by {difference:.3g} (> {TOLERANCE}); "
                            f"timm {timm.__version__} builds another ViT than this exporter expects")
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    if out.suffix == ".safetensors":
-        from safetensors.torch import save_file
-
-        save_file(state, str(out), metadata={"format": "pt", "timm_model": name})
-        load = "model.load_state_dict(safetensors.torch.load_file(PATH), strict=True)"
-    else:
-        torch.save(state, out)
-        load = "model.load_state_dict(torch.load(PATH, weights_only=True), strict=True)"
+    load = ("model.load_state_dict(safetensors.torch.load_file(PATH), strict=True)" if out.suffix == ".safetensors"
+            else "model.load_state_dict(torch.load(PATH, weights_only=True), strict=True)")
     info = {
         "target": "timm",
         "model_name": name,
@@ -187,8 +179,7 @@ def export_timm(encoder: nn.Module, recipe: dict[str, Any], out: Path, run_dir: 
         "modality": recipe.get("modality"),
         "encoder": recipe.get("encoder"),
     }
-    Path(f"{out}.json").write_text(json.dumps(info, indent=2) + "\n")
-    return out
+    return write_weights_export(out, state, info, {"format": "pt", "timm_model": name})
 
 
 export_timm.modalities = ("image",)  # omnissl export refuses other runs, naming what takes them
