@@ -59,10 +59,11 @@ class Components:
     objective: nn.Module
 
 
-def build_all(recipe: Recipe, registry: Registry) -> Components:
-    """Everything a run needs, in dependency order (modality, data, masker, encoder, objective)."""
+def build_all(recipe: Recipe, registry: Registry, dataset: Any = None) -> Components:
+    """Everything a run needs, in dependency order (modality, data, masker, encoder, objective);
+    ``dataset``: the recipe's data set, already built (several runs over the same data)."""
     modality = build_modality(recipe, registry)
-    dataset = build_dataset(recipe, registry)
+    dataset = build_dataset(recipe, registry) if dataset is None else dataset
     masker = build_masker(recipe, registry)
     encoder = build_encoder(recipe, registry, modality)
     objective = build_objective(recipe, registry, encoder, modality)

@@ -86,7 +86,9 @@ def finetune(run_dir: Path, out_dir: Path, registry: Registry, overrides: Sequen
                              n_train=len(label_subset(labels, split.train, fraction, 0, task)))
             print(f"fine-tuning the {kind} encoder on {fraction:.0%} of the labels -> {sub}", file=sys.stderr,
                   flush=True)
-            scores = _train_and_score(recipe, registry, sub, dataset, resume)
+            # The data set built above serves every run, unless the recipe's finetune: section changes it.
+            same = recipe.component("data") == probe_recipe.component("data")
+            scores = _train_and_score(recipe, registry, sub, dataset if same else None, resume)
             row[kind] = {"finetune": scores["value"], **scores["extra"]}
             row["num_train"], row["num_test"], row["metric"] = scores["num_train"], scores["num_test"], scores["metric"]
         report["label_fractions"][f"{fraction:g}"] = row
@@ -185,7 +187,7 @@ def _train_and_score(recipe: Recipe, registry: Registry, out: Path, dataset: Any
 
         remove_run(out)
         score_file.unlink(missing_ok=True)
-    train(recipe, registry, out, resume=resume and checkpoint)
+    train(recipe, registry, out, resume=resume and checkpoint, dataset=dataset)
     scores = score_finetuned(out, registry, dataset)
     write_text_atomic(score_file, json.dumps(scores, indent=2) + "\n", "fine-tuning score")
     return scores

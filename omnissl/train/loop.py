@@ -100,11 +100,13 @@ def _grad_norm(params: list[torch.nn.Parameter], clip: float | None) -> torch.Te
 
 
 def train(recipe: Recipe, registry: Registry, out_dir: Path, resume: bool = False, overwrite: bool = False,
-          allow_recipe_change: bool = False) -> dict[str, Any]:
+          allow_recipe_change: bool = False, dataset: Any = None) -> dict[str, Any]:
     """Pre-train as the recipe says, writing the run folder ``out_dir``; returns the final metrics.
 
     ``resume`` continues the run in ``out_dir`` from its last checkpoint (``allow_recipe_change``
     lets the recipe differ from the run's); ``overwrite`` starts over a folder that holds a run.
+    ``dataset``: the recipe's data set when the caller has built it already (``omnissl finetune``
+    trains several runs on one data set), so it is not built again.
     """
     t, cfg = recipe.train, recipe.optim
     ckpt_dir = out_dir / "checkpoints"
@@ -116,7 +118,7 @@ def train(recipe: Recipe, registry: Registry, out_dir: Path, resume: bool = Fals
         start = int(state["step"])
         changes = check_resume_recipe(out_dir, recipe, registry, start, allow_recipe_change)
     torch.manual_seed(t.seed)  # model initialisation
-    parts = build_all(recipe, registry)
+    parts = build_all(recipe, registry, dataset)
     modality, objective, masker = parts.modality, parts.objective.to(device), parts.masker
 
     micro = t.micro_batch_size or t.batch_size
