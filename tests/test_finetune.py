@@ -274,3 +274,26 @@ def test_probe_pools_as_the_modality_reads_out_and_random_features(run, monkeypa
     np.testing.assert_allclose(random[:5], direct, rtol=1e-4, atol=1e-5)  # the probes' random encoder
     with pytest.raises(OmnisslError, match="'pretrained' or 'random'"):
         run_features(run, init="scratch")
+
+
+def test_finetune_trains_on_the_training_side_of_the_split_it_is_scored_on(run):
+    """A run that held nothing out (val_fraction 0) is scored on 20 %: fine-tuning must not train on it."""
+    from omnissl.eval.finetune import _base_recipe, _recipe
+    from omnissl.eval.run import evaluation_split
+    from omnissl.plugins import get_registry
+    from omnissl.recipe import apply_overrides, validate
+    from omnissl.train.data import held_out_split
+    from omnissl_image.datasets import DigitsDataset
+
+    registry = get_registry()
+    base, source = _base_recipe(run, registry)
+    base = apply_overrides(base, ["data.val_fraction=0", "train.seed=3"])
+    probe_recipe = validate(base, registry, source)
+    tuned = _recipe(base, source, registry, ["train.seed=5"], {"task": "classification", "num_outputs": 10},
+                    probe_recipe, init=None, fraction=1.0, n_train=1000)
+    assert tuned.get("data", "val_fraction") == 0.2 and tuned.get("data", "split_seed") == 3
+    digits = DigitsDataset()
+    scored = evaluation_split(probe_recipe, digits)
+    trained = held_out_split(digits, tuned.get("data", "val_fraction"), tuned.get("data", "split_seed"),
+                             tuned.get("data", "split"))
+    assert np.array_equal(trained.held_out, scored.held_out) and len(scored.held_out) == 359

@@ -31,7 +31,8 @@ from omnissl.errors import OmnisslError
 from omnissl.plugins import Registry
 from omnissl.recipe import Recipe, apply_overrides, load_yaml, validate
 from omnissl.train.checkpoint import ENCODER, LAST, load_checkpoint, write_text_atomic
-from omnissl.train.data import TokenDataset, fixed_batches, held_out_split, label_subset, make_loader, task_of
+from omnissl.train.data import TokenDataset, fixed_batches, label_subset, make_loader, task_of
+from omnissl.eval.run import evaluation_fraction, evaluation_split
 from omnissl.train.loop import pick_device, split_seed, train
 from omnissl.train.runfolder import RECIPE
 
@@ -69,8 +70,7 @@ def finetune(run_dir: Path, out_dir: Path, registry: Registry, overrides: Sequen
         raise OmnisslError("fine-tuning needs labels and this data set has none; give a labelled data set of the "
                            "modality with data.* overrides (class folders, a label column)")
     labels = np.asarray(labels, dtype=np.float64)
-    split = held_out_split(dataset, probe_recipe.get("data", "val_fraction", 0.1) or 0.2, split_seed(probe_recipe),
-                           probe_recipe.get("data", "split", "auto"))
+    split = evaluation_split(probe_recipe, dataset)
     task = task_of(dataset, labels)
     head = _head(dataset, labels, split.train, task)
 
@@ -159,6 +159,9 @@ def _recipe(base: dict[str, Any], source: str, registry: Registry, overrides: Se
     raw["optim"]["warmup_steps"] = None  # a tenth of the steps unless set (below)
     raw["train"]["seed"] = probe_recipe.train.seed
     raw["data"]["split_seed"] = split_seed(probe_recipe)
+    # Train on exactly the training side of the split it is scored on (a run with val_fraction 0
+    # is scored on 20 %: those samples must not be trained on).
+    raw["data"]["val_fraction"] = evaluation_fraction(probe_recipe)
     raw["probe"] = {**(raw.get("probe") or {}), "enabled": False}
     raw["viz"] = {**(raw.get("viz") or {}), "enabled": False}
     tune = [f"{k}={json.dumps(v)}" for k, v in (base.get("finetune") or {}).items()]
@@ -209,8 +212,7 @@ def score_finetuned(run_dir: Path, registry: Registry, dataset: Any = None) -> d
     objective.load_state_dict(load_checkpoint(run_dir / "checkpoints" / LAST)["model"])
     device = pick_device(recipe.train.device)
     objective.to(device).eval()
-    split = held_out_split(dataset, recipe.get("data", "val_fraction", 0.1) or 0.2, split_seed(recipe),
-                           recipe.get("data", "split", "auto"))
+    split = evaluation_split(recipe, dataset)
     tokens = TokenDataset(dataset, modality)
     labels = tokens.labels.astype(np.float64)
     test_idx = split.held_out[np.isfinite(labels[split.held_out])]

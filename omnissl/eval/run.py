@@ -18,7 +18,7 @@ from omnissl.modality import Modality
 from omnissl.plugins import Registry, get_registry
 from omnissl.recipe import PoolName, Recipe, apply_overrides, load_yaml, validate
 from omnissl.train.checkpoint import LAST, load_checkpoint, write_text_atomic
-from omnissl.train.data import TokenDataset, held_out_split
+from omnissl.train.data import HeldOutSplit, TokenDataset, held_out_split
 from omnissl.train.loop import pick_device, split_seed
 
 
@@ -165,9 +165,20 @@ def probe_setup(run_dir: Path, registry: Registry, overrides: Sequence[str] = ()
             info.update(group_kind=getattr(dataset, "group_kind", "group"), groups_on_both_sides=len(both))
         return ProbeSetup(recipe, pretrained, random_init, tokens, np.arange(len(dataset)), np.arange(len(test_set)),
                           state, info, pool, test_tokens)
-    val_fraction = recipe.get("data", "val_fraction", 0.1) or 0.2
-    split = held_out_split(dataset, val_fraction, split_seed(recipe), recipe.get("data", "split", "auto"))
+    split = evaluation_split(recipe, dataset)
     return ProbeSetup(recipe, pretrained, random_init, tokens, split.train, split.held_out, state, split.info, pool)
+
+
+def evaluation_fraction(recipe: Recipe) -> float:
+    """The held-out fraction probes and fine-tuning are scored on: the run's ``data.val_fraction``,
+    or 20 % for a run that held nothing out."""
+    return recipe.get("data", "val_fraction", 0.1) or 0.2
+
+
+def evaluation_split(recipe: Recipe, dataset: Any) -> HeldOutSplit:
+    """The split probes and fine-tuning are scored on: the run's own (``data.split``, its seed),
+    at :func:`evaluation_fraction`."""
+    return held_out_split(dataset, evaluation_fraction(recipe), split_seed(recipe), recipe.get("data", "split", "auto"))
 
 
 def align_classes(train_set: Any, test_set: Any, test: Sequence[str]) -> None:
