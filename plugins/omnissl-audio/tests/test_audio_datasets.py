@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
+import omnissl.cache as core_cache
 import omnissl_audio.cache as cache_module
 from omnissl.errors import DataError
 from omnissl_audio import AudioFolder, AudioManifest, PyannoteSpeakers, SpokenDigits
@@ -56,8 +57,8 @@ def test_warm_cache_never_decodes_again(tmp_path: Path, alsa_files: list[Path], 
 
     monkeypatch.setattr(cache_module, "load_audio", counting_load)
     digested: list[str] = []
-    real_digest = cache_module.file_digest
-    monkeypatch.setattr(cache_module, "file_digest", lambda path: digested.append(path.name) or real_digest(path))
+    real_digest = core_cache.file_digest
+    monkeypatch.setattr(core_cache, "file_digest", lambda path: digested.append(path.name) or real_digest(path))
     again = AudioFolder(str(root), num_mel_bins=64, cache_dir=audio_cache)
     assert decoded == [] and again.cache.folder == first.cache.folder
     assert again.summary()["files"] == 6 and decoded == []  # the summary reads no audio either

@@ -8,12 +8,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+import omnissl.cache as core_cache
 import omnissl_eeg.cache as cache_module
 import omnissl_eeg.datasets as datasets
 from omnissl_eeg import EEGFolder
 
 SETTINGS = dict(notch=None, l_freq=1.0, h_freq=None, window_seconds=2.0, reject=None)
-real_hash = cache_module.content_hash
+real_hash = core_cache.file_digest
 
 
 def test_eeg_warm_cache_never_opens_raw_files(eeg_raw, write_recording, tmp_path: Path, monkeypatch):
@@ -77,7 +78,7 @@ def test_eeg_warm_start_reads_no_file_until_one_changes(eeg_raw, write_recording
     EEGFolder(str(tmp_path / "data"), cache_dir=str(tmp_path / "cache"), **SETTINGS)
     assert (tmp_path / "cache" / "index.json").is_file()
     hashed = []
-    monkeypatch.setattr(cache_module, "content_hash", lambda p: hashed.append(p.name) or real_hash(p))
+    monkeypatch.setattr(core_cache, "file_digest", lambda p: hashed.append(p.name) or real_hash(p))
     real_names = cache_module._brainvision_files
     monkeypatch.setattr(cache_module, "_brainvision_files", lambda p: hashed.append(p.name) or real_names(p))
 

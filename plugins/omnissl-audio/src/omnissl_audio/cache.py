@@ -4,7 +4,7 @@ One cache folder per (front-end settings, clip list with file contents) holds
 ``features.f16`` (all clips' frames end to end, float16, read through ``np.memmap``),
 ``index.npz`` (frame offsets and which input clips were kept) and ``stats.json``
 (data-set mean/std of the log-mels, counts, skipped files). The key hashes every file's
-content once; later starts find the digests by the files' stat (:mod:`omnissl.digests`),
+content once; later starts find the digests by the files' stat (:class:`omnissl.cache.ContentKeys`),
 so a warm cache is opened without reading the audio, and ``__getitem__`` is a
 memory-mapped slice: later epochs never decode, resample or compute a filter bank again.
 """
@@ -14,9 +14,6 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
-import shutil
-import tempfile
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -25,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from omnissl import skip_or_raise
-from omnissl.digests import FileDigests
+from omnissl.cache import ContentKeys, atomic_folder, write_json
 from omnissl.errors import DataError
 from omnissl_audio.decode import BadAudio, load_audio
 from omnissl_audio.frontend import FrontEnd
@@ -51,23 +48,9 @@ class Clip:
         return f"{self.path} [{self.start or 0:g}s, {'end' if self.end is None else f'{self.end:g}s'})"
 
 
-def default_cache_root() -> Path:
-    """``$OMNISSL_CACHE`` or ``$XDG_CACHE_HOME/omnissl`` or ``~/.cache/omnissl``, then ``audio``."""
-    root = os.environ.get("OMNISSL_CACHE") or Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "omnissl"
-    return Path(root) / "audio"
-
-
-def file_digest(path: Path) -> str:
-    """BLAKE2b of a file's bytes: cache keys follow content, not names or modification times."""
-    digest = hashlib.blake2b(digest_size=16)
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def cache_key(clips: Sequence[Clip], frontend: FrontEnd, digest: Callable[[Path], str] = file_digest) -> str:
-    """Hash of the front-end settings and every clip's file content (``digest``) and section."""
+def cache_key(clips: Sequence[Clip], frontend: FrontEnd, digest: Callable[[Path], str]) -> str:
+    """Hash of the front-end settings and every clip's file content (``digest``: a function of
+    the file's whole content, :meth:`omnissl.cache.ContentKeys.digest`) and section."""
     digests: dict[Path, str] = {}
     key = hashlib.sha256(f"v{CACHE_VERSION}|{frontend.key()}".encode())
     for clip in clips:
@@ -93,10 +76,10 @@ class FeatureCache:
 
     def __init__(self, clips: Sequence[Clip], frontend: FrontEnd, root: Path, strict: bool = False,
                  where: str = "audio data"):
-        # File digests are remembered by stat (omnissl.digests): a warm start reads no audio file.
-        digests = FileDigests(Path(root).expanduser() / "digests.json", {"blake2b": file_digest})
-        self.folder = Path(root).expanduser() / cache_key(clips, frontend, digests)
-        digests.save()
+        # File digests are remembered by stat (omnissl.cache): a warm start reads no audio file.
+        keys = ContentKeys(Path(root).expanduser() / "digests.json")
+        self.folder = Path(root).expanduser() / cache_key(clips, frontend, keys.digest)
+        keys.save()
         if not (self.folder / STATS).is_file():
             self._build(clips, frontend, strict, where)
         self.stats = json.loads((self.folder / STATS).read_text())
@@ -138,11 +121,11 @@ class FeatureCache:
         so loud that the power spectrum overflows) is skipped by name, so that no non-finite
         value reaches ``features.f16`` or the mean/std.
         """
-        self.folder.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=".building-", dir=self.folder.parent))
         kept, offsets, skipped, silent = [], [0], [], []
         moments = RunningMoments()
-        try:
+        # Built in a temporary folder renamed into place (omnissl.cache): never half a cache; when
+        # another process finishes the same cache first, its copy is kept.
+        with atomic_folder(self.folder, "audio feature cache") as tmp:
             with open(tmp / FEATURES, "wb") as out:
                 for i, clip in enumerate(clips):
                     # Skips are reported each time the cache is opened (warm too), so no warning here.
@@ -181,17 +164,9 @@ class FeatureCache:
                                 f"Check the files are WAV/FLAC/OGG that soundfile can open.")
             mean, std = moments.mean_std()
             np.savez(tmp / INDEX, kept=np.array(kept, dtype=np.int64), offsets=np.array(offsets, dtype=np.int64))
-            # allow_nan=False: a non-finite statistic can never be written, even by a future bug.
-            (tmp / STATS).write_text(json.dumps({
-                "mean": mean, "std": std, "num_clips": len(kept), "num_frames": offsets[-1],
-                "skipped": skipped, "silent": silent}, indent=2, allow_nan=False) + "\n")
-            if self.folder.exists():  # another process finished the same cache first
-                shutil.rmtree(tmp)
-            else:
-                os.replace(tmp, self.folder)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
+            # write_json refuses a non-finite statistic, even one a future bug would let through.
+            write_json(tmp / STATS, {"mean": mean, "std": std, "num_clips": len(kept), "num_frames": offsets[-1],
+                                     "skipped": skipped, "silent": silent}, "audio statistics", indent=2)
 
 
 class RunningMoments:

@@ -14,9 +14,10 @@ from typing import Annotated, Any, Sequence
 
 import numpy as np
 
+from omnissl.cache import cache_folder
 from omnissl.errors import DataError
 from omnissl.recipe import Range
-from omnissl_audio.cache import Clip, FeatureCache, default_cache_root
+from omnissl_audio.cache import Clip, FeatureCache
 from omnissl_audio.decode import EXTENSIONS
 from omnissl_audio.frontend import FrontEnd, FrontEndKind
 
@@ -39,7 +40,7 @@ class AudioClips:
             unlabelled set.
         frontend: the log-mel settings.
         mean, std: fixed normalisation; None computes it from the data.
-        cache_dir: root of the feature cache (default :func:`default_cache_root`).
+        cache_dir: root of the feature cache (None: ``$OMNISSL_CACHE/audio``, see :mod:`omnissl.cache`).
         strict: stop at the first unreadable clip instead of skipping it.
         where: the data's location, for messages.
         groups: one group name per clip (None: the clip's source file).
@@ -59,7 +60,7 @@ class AudioClips:
             raise DataError(f"data.mean and data.std must be finite numbers and data.std positive, got {mean} "
                             f"and {std}")
         self.frontend = frontend
-        self.cache = FeatureCache(clips, frontend, Path(cache_dir) if cache_dir else default_cache_root(),
+        self.cache = FeatureCache(clips, frontend, cache_folder("audio", cache_dir),
                                   strict=strict, where=where)
         kept = [int(i) for i in self.cache.kept]
         self.clips = [clips[i] for i in kept]
@@ -114,7 +115,8 @@ class AudioFolder(AudioClips):
         frame_length_ms: analysis window.
         frame_shift_ms: hop between frames.
         mean, std: fixed normalisation of the log-mels (None: the data set's own, computed once).
-        cache_dir: feature cache root (None: ``$OMNISSL_CACHE/audio``, else ``~/.cache/omnissl/audio``).
+        cache_dir: feature cache root (None: ``$OMNISSL_CACHE/audio``, else ``omnissl/audio`` in the user's
+            cache folder, ``~/.cache`` on Linux).
         strict: unreadable clips are fatal instead of skipped with a warning.
     """
 

@@ -20,9 +20,10 @@ from typing import Annotated
 
 import numpy as np
 
+from omnissl.cache import atomic_folder, cache_folder
 from omnissl.errors import DataError
 from omnissl.recipe import Range
-from omnissl_audio.cache import Clip, default_cache_root
+from omnissl_audio.cache import Clip
 from omnissl_audio.datasets import AudioClips, AudioFolder
 from omnissl_audio.frontend import FrontEnd, FrontEndKind
 
@@ -91,7 +92,7 @@ class SpokenDigits(AudioFolder):
         settings = {"voices": list(voices), "speeds": list(speeds), "pitches": list(pitches),
                     "snr_db": list(snr_db), "clip_seconds": clip_seconds, "seed": seed}
         tag = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:12]
-        root = (Path(cache_dir) if cache_dir else default_cache_root()) / "spoken_digits" / tag
+        root = cache_folder("audio", cache_dir) / "spoken_digits" / tag
         if not (root / "done").is_file():
             self._synthesise(root, settings)
         super().__init__(str(root), sample_rate, num_mel_bins, frontend, frame_length_ms, frame_shift_ms,
@@ -103,20 +104,25 @@ class SpokenDigits(AudioFolder):
 
     @staticmethod
     def _synthesise(root: Path, settings: dict) -> None:
+        """Speak every clip into a temporary folder renamed to ``root`` (:func:`omnissl.cache.atomic_folder`):
+        an interrupted run leaves no half set, and parallel runs never write into one."""
         import soundfile as sf
 
+        if root.is_dir():
+            shutil.rmtree(root)  # without its "done" file: a partial set written by an older version
         rng = np.random.default_rng(settings["seed"])
-        for label, word in enumerate(DIGITS):
-            (root / str(label)).mkdir(parents=True, exist_ok=True)
-            for voice in settings["voices"]:
-                for speed in settings["speeds"]:
-                    for pitch in settings["pitches"]:
-                        samples, rate = espeak(word, voice, speed, pitch)
-                        clip = render(samples, int(settings["clip_seconds"] * rate),
-                                      float(rng.uniform(*settings["snr_db"])), rng)
-                        name = f"{voice.replace('+', '_')}-s{speed}-p{pitch}.wav"
-                        sf.write(root / str(label) / name, clip, rate, subtype="PCM_16")
-        (root / "done").write_text(json.dumps(settings) + "\n")
+        with atomic_folder(root, "spoken-digit clips") as tmp:
+            for label, word in enumerate(DIGITS):
+                (tmp / str(label)).mkdir()
+                for voice in settings["voices"]:
+                    for speed in settings["speeds"]:
+                        for pitch in settings["pitches"]:
+                            samples, rate = espeak(word, voice, speed, pitch)
+                            clip = render(samples, int(settings["clip_seconds"] * rate),
+                                          float(rng.uniform(*settings["snr_db"])), rng)
+                            name = f"{voice.replace('+', '_')}-s{speed}-p{pitch}.wav"
+                            sf.write(tmp / str(label) / name, clip, rate, subtype="PCM_16")
+            (tmp / "done").write_text(json.dumps(settings) + "\n")
 
 
 def pyannote_sample() -> tuple[Path, Path]:

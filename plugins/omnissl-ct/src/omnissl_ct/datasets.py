@@ -8,9 +8,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import os
 import shutil
-import uuid
 import warnings
 from pathlib import Path
 from typing import Annotated, Literal, Sequence
@@ -18,6 +16,7 @@ from typing import Annotated, Literal, Sequence
 import numpy as np
 
 from omnissl import skip_or_raise
+from omnissl.cache import atomic_folder, cache_folder
 from omnissl.errors import DataError, RecipeError
 from omnissl.recipe import Range
 from omnissl_ct.catalog import (DICOM_MODALITIES, Catalog, Entry, dicom_modality, find_in_folder, read_list,
@@ -27,7 +26,6 @@ from omnissl_ct.preprocessing import PreprocessSettings
 from omnissl_ct.readers import Source
 from omnissl_ct.volumes import Volume, VolumeSet
 
-DEFAULT_CACHE = "~/.cache/omnissl/ct"
 MNI152_T1 = "mni_icbm152_t1_tal_nlin_sym_09a_converted.nii.gz"
 Intensity = Literal["ct", "mr", "auto"]
 
@@ -65,7 +63,8 @@ class CTVolumes(VolumeSet):
         spacing: target voxel size in mm; null keeps each volume's own.
         hu_window: CT intensity window in HU, mapped to [0, 1].
         foreground_hu: CT body threshold (HU) for the foreground crop (MR: voxels above 0).
-        cache_dir: where preprocessed volumes are cached.
+        cache_dir: where preprocessed volumes are cached (None: ``$OMNISSL_CACHE/ct``, else ``omnissl/ct``
+            in the user's cache folder, ``~/.cache`` on Linux).
         strict: stop at the first unusable volume.
     """
 
@@ -75,7 +74,7 @@ class CTVolumes(VolumeSet):
                  crops_per_volume: Annotated[int, Range(ge=1)] = 1,
                  spacing: Annotated[list[float] | None, Range(gt=0)] = (1.5, 1.5, 1.5),
                  hu_window: Annotated[list[float], Range(ascending=True)] = (-1000.0, 1000.0),
-                 foreground_hu: Annotated[float, Range()] = -500.0, cache_dir: str = DEFAULT_CACHE,
+                 foreground_hu: Annotated[float, Range()] = -500.0, cache_dir: str | None = None,
                  strict: bool = False):
         if intensity not in ("ct", "mr", "auto"):
             raise RecipeError(f"data.intensity must be 'ct', 'mr' or 'auto', got {intensity!r}")
@@ -101,7 +100,8 @@ class CTVolumes(VolumeSet):
         # The HU settings are CT's alone: MR caches do not depend on them.
         settings = {"ct": PreprocessSettings("ct", spacing, hu_window, foreground_hu),
                     "mr": PreprocessSettings("mr", spacing)}
-        super().__init__(volumes, settings, crops_per_volume, cache_dir, strict, catalog.where, skipped)
+        super().__init__(volumes, settings, crops_per_volume, cache_folder("ct", cache_dir), strict, catalog.where,
+                         skipped)
         self.masks_found = len(catalog.masks)
         if group_column is not None:
             self.group_kind = group_column
@@ -201,16 +201,18 @@ class CTPhantoms(VolumeSet):
         hu_window: CT intensity window in HU, mapped to [0, 1] (the demo uses the abdominal
             soft-tissue window, [-160, 240]).
         crops_per_volume: samples per volume per epoch, each its own random crop (1: one per volume).
-        cache_dir: where phantoms and preprocessed volumes are stored.
+        cache_dir: where phantoms and preprocessed volumes are stored (None: ``$OMNISSL_CACHE/ct``, else
+            ``omnissl/ct`` in the user's cache folder, ``~/.cache`` on Linux).
     """
 
     def __init__(self, n: Annotated[int, Range(ge=1)] = 200, shape: Annotated[list[int], Range(ge=1)] = (48, 48, 48),
                  spacing: Annotated[list[float], Range(gt=0)] = (2.0, 2.0, 2.0), seed: Annotated[int, Range(ge=0)] = 0,
                  real_volumes: bool = True,
                  hu_window: Annotated[list[float], Range(ascending=True)] = (-1000.0, 1000.0),
-                 crops_per_volume: Annotated[int, Range(ge=1)] = 1, cache_dir: str = DEFAULT_CACHE):
+                 crops_per_volume: Annotated[int, Range(ge=1)] = 1, cache_dir: str | None = None):
         size = f"{'x'.join(map(str, shape))}-{'x'.join(map(str, spacing))}"
-        folder = Path(cache_dir).expanduser() / f"phantoms-v{GENERATOR_VERSION}-n{n}-s{seed}-{size}"
+        cache = cache_folder("ct", cache_dir)
+        folder = cache / f"phantoms-v{GENERATOR_VERSION}-n{n}-s{seed}-{size}"
         labels_file = folder / "labels.json"
         if not labels_file.is_file():
             _write_phantoms(folder, n, shape, spacing, seed)
@@ -219,7 +221,7 @@ class CTPhantoms(VolumeSet):
         if real_volumes:
             volumes.append(Volume(Source(mni152_t1_path(), "nifti"), "mr", float("nan")))
         settings = {"ct": PreprocessSettings("ct", spacing, hu_window), "mr": PreprocessSettings("mr", spacing)}
-        super().__init__(volumes, settings, crops_per_volume, cache_dir, where=str(folder))
+        super().__init__(volumes, settings, crops_per_volume, cache, where=str(folder))
         self.labels = self.per_crop([v.label for v in self.volumes])
         self.classes = list(LESIONS)
         self.task = "classification"
@@ -229,21 +231,13 @@ def _write_phantoms(folder: Path, n: int, shape: Sequence[int], spacing: Sequenc
     """Generate the phantom set into a private folder and rename it into place, so a crash
     never leaves a partial set and two processes generating the same set at once (DDP ranks,
     parallel tests) never mix files; the loser of the race discards its copy."""
-    partial = folder.with_name(f"{folder.name}.partial-{os.getpid()}-{uuid.uuid4().hex[:8]}")
+    if folder.is_dir() and not (folder / "labels.json").is_file():
+        shutil.rmtree(folder)  # a partial set left by a crash of an older version
     rng = np.random.default_rng(seed)
     labels = {}
-    try:
+    with atomic_folder(folder, "phantom set") as partial:  # omnissl.cache: renamed into place when whole
         for i in range(n):
             phantom = make_phantom(rng, shape, spacing)
             write_nifti(phantom, partial / f"phantom_{i:05d}.nii.gz")
             labels[f"phantom_{i:05d}.nii.gz"] = phantom.label
         (partial / "labels.json").write_text(json.dumps(labels, indent=0))
-        if folder.is_dir() and not (folder / "labels.json").is_file():
-            shutil.rmtree(folder)  # a partial set left by a crash of an older version
-        try:
-            os.rename(partial, folder)
-        except OSError:
-            if not (folder / "labels.json").is_file():  # not another process's complete set
-                raise
-    finally:
-        shutil.rmtree(partial, ignore_errors=True)

@@ -46,7 +46,7 @@ class VolumeCache:
         strict: raise on the first unusable volume instead of skipping it.
     """
 
-    def __init__(self, sources: Sequence[Source], settings: PreprocessSettings, cache_dir: str,
+    def __init__(self, sources: Sequence[Source], settings: PreprocessSettings, cache_dir: str | Path,
                  strict: bool = False):
         self.folder = Path(cache_dir).expanduser() / settings.key()
         items = [{"image": str(s.path), "stamp": s.stamp()} for s in sources]
@@ -123,7 +123,7 @@ class VolumeSet:
     group_kind = "volume"
 
     def __init__(self, volumes: Sequence[Volume], settings: dict[str, PreprocessSettings], crops_per_volume: int,
-                 cache_dir: str, strict: bool = False, where: str = "", skipped: Sequence[tuple[Any, str]] = ()):
+                 cache_dir: str | Path, strict: bool = False, where: str = "", skipped: Sequence[tuple[Any, str]] = ()):
         if crops_per_volume < 1:
             raise RecipeError(f"data.crops_per_volume must be at least 1, got {crops_per_volume}")
         self.crops_per_volume = int(crops_per_volume)

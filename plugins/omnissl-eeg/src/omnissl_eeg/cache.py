@@ -5,7 +5,7 @@ the recording's windows depend on: the recording, a BrainVision header's data an
 files, an EEGLAB set's ``.fdt``, a FIF's split parts, and in a BIDS tree the side files next
 to it). A file's content is hashed whole (BLAKE2b, read in 1 MiB chunks): any edit, even one
 in the middle of a file that keeps its size, gives a new key. Those hashes are remembered in
-``index.json`` by the files' stat (:class:`omnissl.digests.FileDigests`), so only a cold start
+``index.json`` by the files' stat (:class:`omnissl.cache.ContentKeys`), so only a cold start
 (or a changed file) reads a file to hash it; a warm start on an unchanged folder reads no file.
 The windows are a ``.npy`` file opened with ``mmap_mode="r"``: the second epoch reads pages,
 never the raw recording. A damaged entry (a ``.npy`` cut short, a side file that does not
@@ -14,7 +14,6 @@ parse or disagrees with it) is deleted with a warning and rebuilt from the recor
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
@@ -24,24 +23,13 @@ from pathlib import Path
 
 import numpy as np
 
-from omnissl.digests import FileDigests
+from omnissl.cache import ContentKeys, entry_key, write_array, write_json
 from omnissl_eeg.preprocessing import Preprocessing, Windows
 
 # 2: channels marked bad in the recording are dropped; 3: companion files in the key; 4: whole-file
 # content hashes, non-finite windows dropped, the report says why a recording has no window; 5: windows
 # overlapping BAD_/EDGE annotations dropped, epochs files, each window's events, channels kept by index.
 FORMAT_VERSION = 5
-_CHUNK = 1 << 20
-_DIGEST = "blake2b"  # the FileDigests name: a new name, so digests of the old kind are never reused
-
-
-def content_hash(path: Path) -> str:
-    """BLAKE2b of a file's whole content, read in 1 MiB chunks."""
-    digest = hashlib.blake2b(digest_size=16)
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(_CHUNK), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 @dataclass
@@ -73,12 +61,6 @@ def _brainvision_files(header: Path) -> str:
     return "\n".join(sorted({Path(name.strip()).name for name in names}))
 
 
-def default_cache_dir() -> Path:
-    """``$OMNISSL_CACHE/eeg``, else ``~/.cache/omnissl/eeg``."""
-    base = os.environ.get("OMNISSL_CACHE")
-    return (Path(base) if base else Path.home() / ".cache" / "omnissl") / "eeg"
-
-
 class WindowCache:
     """Preprocessed windows by (file content, settings).
 
@@ -93,16 +75,13 @@ class WindowCache:
         self.settings_key = settings.key()
         # Content hashes, and the files a BrainVision header names, remembered by stat: a warm
         # start reads no file.
-        self._digests = FileDigests(folder / "index.json", {_DIGEST: content_hash,
-                                                            "vhdr-files": _brainvision_files})
+        self._keys = ContentKeys(folder / "index.json", {"vhdr-files": _brainvision_files})
         self._listings: dict[Path, _Listing] = {}
 
     def key(self, path: Path, bids: bool = False) -> str:
         """The cache key of ``path``'s windows under these settings (see the module docstring)."""
-        files = [path, *self.companions(path, bids)]
-        contents = "|".join(f"{f.name}:{self._digests(f, _DIGEST)}" for f in files)
-        text = f"{FORMAT_VERSION}|{contents}|{self.settings_key}"
-        return hashlib.sha256(text.encode()).hexdigest()[:32]
+        return entry_key(FORMAT_VERSION, self._keys.contents([path, *self.companions(path, bids)]),
+                         self.settings_key)
 
     def companions(self, path: Path, bids: bool = False) -> list[Path]:
         """Other files whose content ``path``'s windows depend on, sorted."""
@@ -111,12 +90,12 @@ class WindowCache:
         if bids:
             found.update(listing.sides)  # channels.tsv, electrodes.tsv, coordsystem.json, ...
         if path.suffix.lower() == ".vhdr":  # the header may name data and marker files of other stems
-            found.update(set(self._digests(path, "vhdr-files").split("\n")) & listing.names)
+            found.update(set(self._keys.derived(path, "vhdr-files").split("\n")) & listing.names)
         return [path.parent / other for other in sorted(found)]
 
     def save_index(self) -> None:
-        """Remember the content hashes computed since the last save (see :mod:`omnissl.digests`)."""
-        self._digests.save()
+        """Remember the content hashes computed since the last save (see :mod:`omnissl.cache`)."""
+        self._keys.save()
 
     def _listing(self, folder: Path) -> _Listing:
         """``folder``'s files grouped by stem, read once per folder (a flat folder of many
@@ -161,14 +140,15 @@ class WindowCache:
             return None
 
     def store(self, key: str, windows: Windows) -> Windows:
-        """Write atomically (temporary name, then rename) and return the memory-mapped copy."""
-        data_tmp = self.folder / f"{key}.npy.tmp{os.getpid()}"
-        meta_tmp = self.folder / f"{key}.json.tmp{os.getpid()}"
-        with open(data_tmp, "wb") as handle:
-            np.save(handle, np.ascontiguousarray(windows.data, dtype=np.float32), allow_pickle=False)
-        meta_tmp.write_text(json.dumps(windows.meta()))
-        os.replace(data_tmp, self.folder / f"{key}.npy")
-        os.replace(meta_tmp, self.folder / f"{key}.json")  # the side file last: its presence means complete
+        """Write atomically (:mod:`omnissl.cache`) and return the memory-mapped copy.
+
+        Raises:
+            omnissl.cache.NonFiniteError: the windows or their side file hold NaN or infinity
+                (a DataError: the recording is skipped, never cached).
+        """
+        what = f"EEG windows (cache entry {key})"
+        write_array(self.folder / f"{key}.npy", np.ascontiguousarray(windows.data, dtype=np.float32), what)
+        write_json(self.folder / f"{key}.json", windows.meta(), what)  # last: its presence means complete
         loaded = self.load(key)
         assert loaded is not None
         return loaded

@@ -17,9 +17,10 @@ from typing import Annotated, Any, Sequence
 import numpy as np
 
 from omnissl import skip_or_raise
+from omnissl.cache import cache_folder
 from omnissl.errors import DataError
 from omnissl.recipe import Range
-from omnissl_eeg.cache import WindowCache, default_cache_dir
+from omnissl_eeg.cache import WindowCache
 from omnissl_eeg.labels import (check_label_source, column_values, event_labels, folder_label, participants_labels,
                                 per_window, read_table, recording_groups, require_column, warn_unmatched)
 from omnissl_eeg.preprocessing import DEFAULT_REJECT, Preprocessing, Windows, no_window_reason, preprocess
@@ -50,7 +51,7 @@ def read_files(files: Sequence[Path], settings: Preprocessing, cache_dir: str | 
     """
     import mne
 
-    cache = WindowCache(Path(cache_dir).expanduser() if cache_dir else default_cache_dir(), settings)
+    cache = WindowCache(cache_folder("eeg", cache_dir), settings)
     recordings, used, skipped, built = [], [], [], 0
     for path in files:
         try:
@@ -87,7 +88,7 @@ def report_found(name: str, where: Path, recordings: Sequence[Windows], others: 
                  + ", ".join(f"{p.name} ({kind})" for p, kind in others[:5]) + (" ..." if len(others) > 5 else ""))
     if skipped:
         text += f"; skipped {skipped} unusable (see the warnings)"
-    cache = Path(cache_dir).expanduser() if cache_dir else default_cache_dir()
+    cache = cache_folder("eeg", cache_dir)
     text += f"; {built} preprocessed, {len(recordings) - built} from the cache in {cache}"
     print(text, file=sys.stderr, flush=True)
 
@@ -130,7 +131,8 @@ class EEGFolder(WindowDataset):
         reject_by_annotation: drop windows overlapping BAD_/EDGE annotations (as MNE); false keeps them.
         tmin: epochs files: start of each sample in seconds from its event; null: the epochs' own start.
         tmax: epochs files: end (excluded) in seconds from the event; null: the epochs' own end.
-        cache_dir: window cache folder; null: $OMNISSL_CACHE/eeg or ~/.cache/omnissl/eeg.
+        cache_dir: window cache folder; null: $OMNISSL_CACHE/eeg, else omnissl/eeg in the user's cache
+            folder (~/.cache on Linux).
         strict: stop at the first unusable file instead of skipping it with a warning.
     """
 

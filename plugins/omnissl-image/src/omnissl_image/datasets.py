@@ -13,6 +13,7 @@ from typing import Annotated, Any
 import numpy as np
 
 from omnissl import skip_or_raise
+from omnissl.cache import cache_folder, write_json
 from omnissl.errors import DataError
 from omnissl.recipe import Range
 
@@ -31,13 +32,6 @@ def _to_chw(array: np.ndarray) -> np.ndarray:
     else:
         raise DataError(f"expected an image of shape (H, W) or (H, W, C), got {array.shape}")
     return np.ascontiguousarray(out)
-
-
-def default_cache_dir() -> Path:
-    """``$OMNISSL_CACHE/image``, else ``$XDG_CACHE_HOME/omnissl/image``, else ``~/.cache/omnissl/image``."""
-    if os.environ.get("OMNISSL_CACHE"):
-        return Path(os.environ["OMNISSL_CACHE"]).expanduser() / "image"
-    return Path(os.environ.get("XDG_CACHE_HOME", "~/.cache")).expanduser() / "omnissl" / "image"
 
 
 def _stamp(path: Path) -> str:
@@ -80,7 +74,8 @@ class ImageFolder:
         root: folder of images.
         mode: ``"RGB"`` or ``"L"`` (grey).
         strict: stop at the first unreadable file instead of skipping it.
-        cache_dir: where the record of decoded files is kept (default: :func:`default_cache_dir`).
+        cache_dir: where the record of decoded files is kept (None: ``$OMNISSL_CACHE/image``, else
+            ``omnissl/image`` in the user's cache folder, ``~/.cache`` on Linux).
     """
 
     RECORD_VERSION = 1
@@ -114,7 +109,7 @@ class ImageFolder:
 
     def _decode_all(self, candidates: list[Path], cache_dir: str | None) -> list[Exception | None]:
         """The decoding error of each candidate (None: it decodes), reusing the record of earlier runs."""
-        cache = Path(cache_dir).expanduser() if cache_dir else default_cache_dir()
+        cache = cache_folder("image", cache_dir)
         key = hashlib.sha1(f"{self.root.resolve()}|{self.RECORD_VERSION}".encode()).hexdigest()
         record_file = cache / f"decoded-{key}.json"
         try:
@@ -134,10 +129,7 @@ class ImageFolder:
         if todo:
             fresh = {name: stamp for name, stamp, error in zip(names, stamps, errors) if error is None}
             try:
-                cache.mkdir(parents=True, exist_ok=True)
-                tmp = record_file.with_name(f".{record_file.name}.{os.getpid()}.tmp")
-                tmp.write_text(json.dumps(fresh))
-                os.replace(tmp, record_file)
+                write_json(record_file, fresh, "record of decoded images")
             except OSError as exc:  # a read-only cache costs a full decode next time, nothing else
                 warnings.warn(f"cannot write the record of decoded images {record_file}: {exc}")
         return errors

@@ -10,23 +10,21 @@ A cold featurisation writes the corpus in chunks of records (:func:`write_cache`
 under ``<key>.partial/``), so a killed first run resumes from the chunks already written;
 :func:`merge_caches` then concatenates them into the final folder, streaming, without holding
 the corpus in memory. Every folder is written under a temporary name and renamed when
-complete, so an interruption never leaves a half-written chunk or cache behind.
+complete (:func:`omnissl.cache.atomic_folder`), so an interruption never leaves a half-written
+chunk or cache behind. A cache is keyed by the featurisation settings and the input files'
+names and content (:class:`omnissl.cache.ContentKeys`: a warm start reads no input file).
 """
 
 from __future__ import annotations
 
-import contextlib
-import hashlib
 import json
-import os
-import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
+from omnissl.cache import ContentKeys, atomic_folder, entry_key, require_finite
 from omnissl_molecule.features import MoleculeArrays
 
 ATOM_FIELDS = ("kinds", "values", "coords")
@@ -36,22 +34,9 @@ ROW_FIELDS = ("has_3d", "targets", "source_file", "source_row")  # one .npy row 
 TEXT_FIELDS = ("smiles", "scaffolds")  # one JSON list entry per molecule
 
 
-def default_cache_dir() -> Path:
-    """``$OMNISSL_CACHE/molecule``, else ``$XDG_CACHE_HOME/omnissl/molecule`` (``~/.cache`` by default)."""
-    if os.environ.get("OMNISSL_CACHE"):
-        return Path(os.environ["OMNISSL_CACHE"]) / "molecule"
-    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "omnissl" / "molecule"
-
-
-def cache_key(files: Sequence[Path], settings: dict[str, Any]) -> str:
-    """SHA-256 of every file's content and the featurisation settings."""
-    digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode())
-    for path in files:
-        digest.update(str(path.name).encode())
-        with open(path, "rb") as handle:
-            for chunk in iter(lambda: handle.read(1 << 20), b""):
-                digest.update(chunk)
-    return digest.hexdigest()[:32]
+def cache_key(files: Sequence[Path], settings: dict[str, Any], keys: ContentKeys) -> str:
+    """The key of a featurised corpus: the settings and every file's name and content (``keys``)."""
+    return entry_key(json.dumps(settings, sort_keys=True), keys.contents(files))
 
 
 @dataclass
@@ -71,45 +56,22 @@ class MoleculeRows:
     scaffolds: list[str]
 
 
-@contextlib.contextmanager
-def _atomic_folder(folder: Path) -> Iterator[Path]:
-    """A temporary folder beside ``folder``, renamed to it when the block ends without error.
-
-    If ``folder`` appeared meanwhile (another process finished the same work first), the
-    temporary one is discarded: both hold the same content.
-    """
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=folder.name + ".", suffix=".tmp", dir=folder.parent))
-    try:
-        yield tmp
-        if not folder.exists():
-            try:
-                os.replace(tmp, folder)
-            except OSError:
-                if not folder.exists():
-                    raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-
-
 def write_cache(folder: Path, molecules: Sequence[MoleculeArrays], rows: MoleculeRows,
                 info: dict[str, Any]) -> None:
     """Write ``molecules``, their ``rows`` and a JSON ``info`` record to ``folder`` atomically.
 
     Raises:
-        ValueError: a molecule's float arrays hold NaN or infinity, or a target is infinite (NaN
-            targets mean "no label"). The data set skips such molecules before they get here;
-            this is the last guard that keeps non-finite numbers out of every cache.
+        omnissl.cache.NonFiniteError: a molecule's float arrays hold NaN or infinity, or a target
+            is infinite (NaN targets mean "no label"). The data set skips such molecules before
+            they get here; this is the last guard that keeps non-finite numbers out of every cache.
     """
     for m in molecules:
-        bad = [name for name in FLOAT_FIELDS if not np.isfinite(getattr(m, name)).all()]
-        if bad:
-            raise ValueError(f"refusing to cache {m.smiles}: non-finite {', '.join(bad)}")
+        for name in FLOAT_FIELDS:
+            require_finite(getattr(m, name), f"{name} of {m.smiles}")
     targets = np.asarray(rows.targets, dtype=np.float64)
     assert targets.ndim == 2 and len(targets) == len(molecules), "targets must be (molecules, label columns)"
-    if np.isinf(targets).any():
-        raise ValueError("refusing to cache infinite labels")
-    with _atomic_folder(folder) as tmp:
+    require_finite(targets, "labels", missing_ok=True)
+    with atomic_folder(folder, "featurised molecules") as tmp:
         sizes = np.array([len(m.kinds) for m in molecules], dtype=np.int64)
         np.save(tmp / "atom_offset.npy", np.concatenate([[0], np.cumsum(sizes)]))
         np.save(tmp / "pair_offset.npy", np.concatenate([[0], np.cumsum(sizes ** 2)]))
@@ -138,7 +100,7 @@ def _empty(name: str) -> np.ndarray:
 def merge_caches(folder: Path, parts: Sequence[Path], info: dict[str, Any]) -> None:
     """Concatenate the caches ``parts`` (chunks written by :func:`write_cache`) into ``folder``,
     atomically; arrays are copied part by part into memory-mapped output, never all in memory."""
-    with _atomic_folder(folder) as tmp:
+    with atomic_folder(folder, "featurised molecules") as tmp:
         for name in ("atom_offset", "pair_offset"):
             offsets, base = [np.zeros(1, dtype=np.int64)], 0
             for part in parts:

