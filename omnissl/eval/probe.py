@@ -9,6 +9,7 @@ says whether it beats what a field's practitioner would try first.
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -231,4 +232,80 @@ def format_curve(curve: dict[str, dict[str, Any]], metric: str) -> str:
         row = curve[fraction]
         cells = "".join(f"{row[c][p]:>{width}.4f}" for c, p in columns)
         lines.append(f"{float(fraction):<10.0%}{row['num_train']:>7}" + cells)
+    return "\n".join(lines)
+
+
+PROBES_LOG = "probes.jsonl"  # one line per kept checkpoint: `omnissl probe RUN --all-checkpoints`
+
+
+def probe_checkpoints(run_dir: Path, registry: Any, overrides: Sequence[str] = (),
+                      out: Path | None = None) -> list[dict[str, Any]]:
+    """Probe every kept checkpoint (``checkpoints/step-<s>.pt``) of ``run_dir`` in step order,
+    appending one JSON line per checkpoint to ``out`` (default ``run_dir/probes.jsonl``).
+
+    Each line holds the step, the validation loss logged at that step in ``metrics.jsonl``
+    (null when none was: keep checkpoints at multiples of ``train.val_every``), and the linear
+    and k-NN probes of that checkpoint's encoder, fitted and scored exactly as ``probe.json``'s
+    ``pretrained`` column (same split, samples, pooling and probe settings). The random and
+    baseline columns do not depend on the checkpoint and stay in ``probe.json``.
+    """
+    from omnissl.eval.run import probe_setup
+    from omnissl.research.checkpoints import kept_checkpoints, load_kept_encoder
+    from omnissl.train.loop import pick_device
+    from omnissl.train.runfolder import METRICS, read_metrics
+
+    kept = kept_checkpoints(run_dir)
+    if not kept:
+        raise OmnisslError(f"{run_dir} has no kept checkpoints (checkpoints/step-<s>.pt); train with "
+                           f"train.keep_checkpoints=N to keep the encoder every N steps")
+    out = out or run_dir / PROBES_LOG
+    setup = probe_setup(run_dir, registry, overrides)
+    tokens, config = setup.tokens, setup.recipe.probe
+    if tokens.labels is None:
+        raise DataError("this data set has no labels, so its checkpoints cannot be probed; probe another, "
+                        "labelled data set of this modality (data.* overrides)")
+    metrics = run_dir / METRICS
+    val_loss = {int(r["step"]): float(r["val_loss"]) for r in (read_metrics(metrics) if metrics.is_file() else [])
+                if "val_loss" in r}
+    labels = tokens.labels.astype(np.float64)
+    train_idx = _labelled(setup.train_idx, [labels])[: config.max_samples]
+    test_idx = _labelled(setup.test_idx, [labels])[: config.max_samples]
+    task = task_of(tokens.dataset, labels)
+    device = pick_device(setup.recipe.train.device)
+    encoder = setup.pretrained.to(device)
+    records = []
+    for step, path in kept:
+        load_kept_encoder(path, encoder)
+        features = {"pretrained": (encode(encoder, tokens, train_idx, config.batch_size, device, setup.pool),
+                                   encode(encoder, tokens, test_idx, config.batch_size, device, setup.pool))}
+        report = score_columns(features, labels[train_idx], labels[test_idx], task, config)
+        record = {"step": step, "val_loss": val_loss.get(step), **report["pretrained"], "metric": report["metric"],
+                  "task": task, "num_train": report["num_train"], "num_test": report["num_test"],
+                  "pool": setup.pool, "checkpoint": path.name}
+        if overrides:
+            record["overrides"] = list(overrides)
+        append_json_line(out, record)
+        records.append(record)
+    return records
+
+
+def append_json_line(path: Path, record: dict[str, Any]) -> None:
+    """Append one JSON line and flush it to disk: a crash loses at most the line being written,
+    which readers drop (:func:`omnissl.train.runfolder.read_metrics`)."""
+    with open(path, "a") as handle:
+        handle.write(json.dumps(record) + "\n")
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
+def format_checkpoints(records: Sequence[dict[str, Any]]) -> str:
+    """Per-checkpoint probe records as a text table: step, validation loss, probes."""
+    if not records:
+        return "no checkpoints probed"
+    probes = [k for k in ("linear", "knn") if k in records[0]]
+    metric = records[0]["metric"]
+    lines = [f"{'step':>8}{'val loss':>12}" + "".join(f"{p + ' (' + metric + ')':>20}" for p in probes)]
+    for r in records:
+        loss = "-" if r.get("val_loss") is None else f"{r['val_loss']:.4f}"
+        lines.append(f"{r['step']:>8}{loss:>12}" + "".join(f"{r[p]:>20.4f}" for p in probes))
     return "\n".join(lines)

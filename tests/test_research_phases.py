@@ -1,0 +1,106 @@
+"""data.phases: parsing, validation, the concatenated data, the per-phase split, the probe plan."""
+
+import numpy as np
+import pytest
+
+from omnissl.errors import RecipeError
+from omnissl.plugins import get_registry
+from omnissl.recipe import load_recipe
+from omnissl.research.forgetting import forgetting, format_forgetting
+from omnissl.research.phases import PhasedData, parse_phases, phase_of, probe_plan, split_phases
+
+
+def test_phases_inherit_the_data_section_of_the_same_data_set_only():
+    data = {"name": "folder", "root": "/a", "size": 8, "val_fraction": 0.2, "replay": 0.1,
+            "phases": [{"classes": ["cat"], "steps": 3}, {"name": "folder", "root": "/b", "steps": 2},
+                       {"name": "digits", "steps": 5}]}
+    phases = parse_phases(data)
+    assert [(p.name, p.options, p.start, p.end) for p in phases] == [
+        ("folder", {"root": "/a", "size": 8, "classes": ["cat"]}, 0, 3),
+        ("folder", {"root": "/b", "size": 8}, 3, 5),
+        ("digits", {}, 5, 10)]
+    assert [phase_of(phases, s) for s in (0, 2, 3, 4, 5, 9, 10)] == [0, 0, 1, 1, 2, 2, 2]
+    plan = probe_plan(phases)
+    assert [(e.step, e.after, e.on) for e in plan] == [(3, 0, (0,)), (5, 1, (0, 1)), (10, 2, (0, 1, 2))]
+    assert parse_phases({"name": "digits"}) == []
+
+
+def recipe(*overrides):
+    return load_recipe("image/mae-digits", list(overrides), get_registry())
+
+
+def test_recipe_validates_phases_and_replay():
+    ok = recipe("data.phases=[{steps: 10}, {name: digits, steps: 20}]", "train.steps=30", "data.replay=0.25",
+                "data.replay_size=100", "train.keep_checkpoints=10")
+    assert ok.train.keep_checkpoints == 10
+    assert ok.component("data") == ("digits", {})  # the research keys never reach the data set's factory
+    cases = [
+        (["data.phases=[{steps: 10}]", "train.steps=30"], "add up to 10, and train.steps is 30"),
+        (["data.phases=[{steps: 10, size: 3}]", "train.steps=10"], "data.phases\\[0\\]: data set 'digits' has no "
+                                                                   "option 'size'"),
+        (["data.phases=[{name: digits}]", "train.steps=10"], "data.phases\\[0\\] needs steps"),
+        (["data.phases=[{steps: 5, val_fraction: 0.3}, {steps: 5}]", "train.steps=10"], "set it once"),
+        (["data.replay=0.5"], "there are none: set data.phases"),
+        (["data.phases=[{steps: 10}]", "train.steps=10", "data.replay=1.5"], "data.replay must be >= 0 and < 1"),
+        (["data.phases=[{steps: 10}]", "train.steps=10", "data.replay_size=10"], "set data.replay too"),
+        (["train.keep_checkpoints=0"], "train.keep_checkpoints must be >= 1"),
+        (["data.subset=''"], "got an empty string"),
+        (["data.phases=[{name: nope, steps: 10}]", "train.steps=10"], "nope"),
+    ]
+    for overrides, message in cases:
+        with pytest.raises(RecipeError, match=message):
+            recipe(*overrides)
+
+
+class Toy:
+    def __init__(self, n, label, groups=None):
+        self.labels = np.full(n, label)
+        self.items = [{"x": label * 100 + i} for i in range(n)]
+        if groups is not None:
+            self.groups = np.arange(n) // groups
+
+    def __len__(self):
+        return len(self.items)
+
+    def __getitem__(self, i):
+        return self.items[i]
+
+
+def test_phased_data_concatenates_and_splits_each_phase_alone():
+    data = PhasedData([Toy(10, 0, groups=2), Toy(6, 1, groups=3)])
+    assert len(data) == 16 and data.locate(12) == (1, 2) and data[12] == {"x": 102}
+    assert data.labels.tolist() == [0] * 10 + [1] * 6
+    assert data.groups[0] == "p0:0" and data.groups[-1] == "p1:1"  # phases never share a group
+    split = split_phases(data, 0.5, seed=0, mode="auto")
+    assert [info["kind"] for info in split.info] == ["grouped", "grouped"]
+    for p in (0, 1):
+        both = np.concatenate([split.train[p], split.held_out[p]])
+        assert sorted(both.tolist()) == data.phase_indices(p).tolist()
+        assert not set(data.groups[split.train[p]]) & set(data.groups[split.held_out[p]])
+    val = split.validation_indices()
+    assert sorted(val.tolist()) == sorted(np.concatenate(split.held_out).tolist())
+    assert {data.locate(int(i))[0] for i in val[:2]} == {0, 1}  # the first batches see every phase
+    with pytest.raises(IndexError):
+        data[16]
+
+
+def test_forgetting_table_from_phase_probe_records():
+    records = [{"step": 10, "after_phase": 0, "phase": 0, "linear": 0.9},
+               {"step": 20, "after_phase": 1, "phase": 0, "linear": 0.5},
+               {"step": 20, "after_phase": 1, "phase": 0, "linear": 0.6},  # probed again after a resume: wins
+               {"step": 20, "after_phase": 1, "phase": 1, "linear": 0.8}]
+    table = forgetting(records)
+    assert table[0] == {"after_own_phase": 0.9, "final": 0.6, "forgetting": pytest.approx(0.3)}
+    assert table[1] == {"after_own_phase": 0.8, "final": 0.8, "forgetting": 0.0}
+    assert "| 0 | 0.9000 | 0.6000 | 0.3000 |" in format_forgetting(table, "accuracy")
+
+
+def test_phase_probes_under_fsdp_are_refused_before_anything_is_written(tmp_path):
+    # the end-of-phase probes run the live encoder outside the objective's forward, which FSDP shards
+    from omnissl.errors import TrainingError
+    from omnissl.train import train
+
+    phased = ["data.phases=[{steps: 2}, {steps: 2}]", "train.steps=4", "train.strategy=fsdp"]
+    with pytest.raises(TrainingError, match="train.strategy=auto \\(DDP\\) or set probe.enabled=false"):
+        train(recipe(*phased), get_registry(), tmp_path / "run")
+    assert not (tmp_path / "run").exists()
