@@ -31,6 +31,12 @@ def build_dataset(recipe: Recipe, registry: Registry) -> Any:
     dataset = _construct(registry.get("datasets", name), "data", name, (), options, recipe.source)
     if len(dataset) == 0:
         raise DataError(f"data set {name!r} ({options}) has no samples")
+    # A data set that knows its samples' modality (shards record it) must match the recipe's.
+    declared, modality = getattr(dataset, "modality_name", None), recipe.raw["modality"]["name"]
+    if declared is not None and declared != modality:
+        raise DataError(f"{recipe.source}: data set {name!r} ({getattr(dataset, 'origin', options)}) holds samples "
+                        f"of modality {declared!r}, but modality.name is {modality!r}; train them with a recipe of "
+                        f"modality {declared!r}")
     return dataset
 
 

@@ -58,18 +58,18 @@ def write_weights_export(out: Path, state: dict[str, Tensor], info: dict[str, An
     ``metadata`` in its header), any other name as a ``torch.save`` of plain tensors, loadable
     with ``torch.load(path, weights_only=True)``. The exporters of timm, MONAI and braindecode
     share it."""
-    from omnissl.train.checkpoint import write_atomic, write_text_atomic
+    from omnissl.cache import atomic_file, write_text
 
     out = Path(out)
     state = {k: v.detach().cpu().contiguous() for k, v in state.items()}
-    if out.suffix == ".safetensors":
-        from safetensors.torch import save
+    with atomic_file(out, "exported weights") as handle:
+        if out.suffix == ".safetensors":
+            from safetensors.torch import save
 
-        data = save(state, metadata=metadata)
-        write_atomic(out, lambda handle: handle.write(data), "exported weights")
-    else:
-        write_atomic(out, lambda handle: torch.save(state, handle), "exported weights")
-    write_text_atomic(Path(f"{out}.json"), json.dumps(info, indent=2) + "\n", "export instructions")
+            handle.write(save(state, metadata=metadata))
+        else:
+            torch.save(state, handle)
+    write_text(Path(f"{out}.json"), json.dumps(info, indent=2) + "\n", "export instructions")
     return out
 
 
@@ -397,13 +397,13 @@ class PretrainedEncoder(nn.Module):
         """The run's data set, rebuilt from the carried ``data`` section with ``options`` replacing
         its keys (``dataset(root="/my/images")``): the run's own reading and preprocessing
         settings, on other data. It needs the plugin's data set and the data to exist."""
-        from omnissl.recipe import CORE_KEYS
+        from omnissl.recipe import CORE_KEYS, RESEARCH_KEYS
 
         section = dict(self.header.get("data") or {})
         name = section.pop("name", None)
         if name is None:
             raise OmnisslError(f"{self.source}: the export carries no data section")
-        for key in CORE_KEYS.get("data", {}):
+        for key in (*CORE_KEYS.get("data", {}), *RESEARCH_KEYS.get("data", {})):
             section.pop(key, None)
         section.update(options)
         factory = (self.registry or get_registry()).get("datasets", str(name))

@@ -93,6 +93,10 @@ CORE_KEYS = {"data": {"val_fraction": Annotated[float, Range(ge=0, lt=1)], "num_
                       "split": Literal["auto", "random", "grouped", "given", "scaffold"],
                       "split_seed": Annotated[int | None, Range(ge=0)]}}
 CORE_DEFAULTS = {"data": {"val_fraction": 0.1, "num_workers": 0, "split": "auto", "split_seed": None}}
+# Keys of the data section that the research tools consume (docs/research.md): the training
+# split restricted to a list of samples, phases trained in sequence, the replay of earlier phases.
+RESEARCH_KEYS = {"data": {"subset": str | None, "phases": list[dict] | None,
+                          "replay": Annotated[float, Range(ge=0, lt=1)], "replay_size": Annotated[int, Range(ge=1)]}}
 # Leading positional parameters the core passes to factories, never set from a recipe.
 INJECTED = {"encoders": ("spec", "modality"), "objectives": ("encoder", "modality")}
 
@@ -123,12 +127,17 @@ class TrainConfig:
     clip_grad: Annotated[float | None, Range(gt=0)] = 1.0  # max gradient norm; null: no clipping
     precision: Literal["auto", "bf16", "fp32"] = "auto"  # auto: bf16 on CUDA, fp32 on CPU
     compile: bool = False
+    # several processes (torchrun / --nproc): auto = DDP when there are several, else one process;
+    # fsdp shards the objective per transformer block (docs/distributed.md)
+    strategy: Literal["auto", "single", "ddp", "fsdp"] = "auto"
     seed: Annotated[int, Range(ge=0)] = 0
     device: str = "auto"  # auto (CUDA, then CPU), cpu, cuda, cuda:N
     log_every: Annotated[int, Range(ge=1)] = 10
     val_every: Annotated[int, Range(ge=0)] = 100  # 0: validate at the end only
     val_batches: Annotated[int, Range(ge=1)] = 4
     ckpt_every: Annotated[int, Range(ge=1)] = 200
+    # also keep checkpoints/step-<s>.pt (the encoder) every N steps, for `omnissl probe --all-checkpoints`
+    keep_checkpoints: Annotated[int | None, Range(ge=1)] = None
 
 
 PoolName = Literal["mean", "max", "mean_max"]  # how probes pool token features (TokenEncoder.pool)
@@ -174,7 +183,7 @@ class Recipe:
         """(name, factory keyword arguments) of a component section."""
         options = dict(self.raw[section])
         name = options.pop("name")
-        for key in CORE_KEYS.get(section, {}):
+        for key in (*CORE_KEYS.get(section, {}), *RESEARCH_KEYS.get(section, {})):
             options.pop(key, None)
         return name, options
 
@@ -374,7 +383,7 @@ def validate(raw: dict[str, Any], registry: Registry, source: str = "<recipe>", 
         factory = registry.get(kind, options["name"])
         params = factory_parameters(factory, kind)
         takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
-        core = CORE_KEYS.get(section, {})
+        core = {**CORE_KEYS.get(section, {}), **RESEARCH_KEYS.get(section, {})}
         for key, value in options.items():
             if key == "name":
                 continue
@@ -404,6 +413,10 @@ def validate(raw: dict[str, Any], registry: Registry, source: str = "<recipe>", 
         built[section] = cls(**options)
     recipe = Recipe(source=source, raw=raw, **built)
     _check_values(recipe, lines)
+    if any(recipe.get("data", key) is not None for key in RESEARCH_KEYS["data"]):
+        from omnissl.research.phases import check_research_keys
+
+        check_research_keys(recipe, registry, lines.where)
     return recipe
 
 

@@ -153,3 +153,86 @@ def load_weights(path: Path) -> dict[str, torch.Tensor]:
     if stored is not None and stored != state_digest(tensors):
         raise TrainingError(f"{path} is corrupted: its bytes no longer match the SHA-256 digest written with it")
     return tensors
+
+
+# --- sharded checkpoints (FSDP) -------------------------------------------------------------
+# With FSDP no process holds the whole optimiser state: every rank writes its shards through
+# torch.distributed.checkpoint into a folder of its own per checkpoint (``sharded-<step>``). The
+# folder becomes the run's checkpoint only when ``last.pt``, written atomically by the main
+# process after every rank finished, names it; older folders are removed after that. A kill at
+# any moment leaves ``last.pt`` naming a complete folder. DCP re-shards on load, so a run may
+# resume with another number of processes.
+
+SHARDED = "sharded-{step:08d}"
+
+
+def _local(value: Any) -> Any:
+    return value.to_local() if hasattr(value, "to_local") else value
+
+
+def save_sharded(model: torch.nn.Module, optimizer: torch.optim.Optimizer, ckpt_dir: Path, step: int) -> str:
+    """Every rank writes its shards of the model and the optimiser (a collective); returns the
+    folder's name, for ``last.pt``. A shard holding NaN or infinity is refused on every rank."""
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint.state_dict import get_state_dict
+
+    from omnissl.train.distributed import all_reduce
+
+    model_state, optim_state = get_state_dict(model, optimizer)
+    state = {"model": model_state, "optimizer": optim_state}
+    bad = first_non_finite({k: _local(v) for k, v in _walk(state)})
+    flag = all_reduce(torch.tensor([0.0 if bad is None else 1.0]))
+    if float(flag) > 0:
+        raise TrainingError(f"refusing to write a sharded checkpoint in {ckpt_dir}: "
+                            f"{bad or 'a shard of another process'} holds NaN or infinity")
+    name = SHARDED.format(step=step)
+    try:
+        dcp.save(state, checkpoint_id=str(ckpt_dir / name))
+    except OSError as exc:
+        raise TrainingError(f"cannot write the sharded checkpoint {ckpt_dir / name}: {exc.strerror or exc}; "
+                            f"the previous checkpoint is intact") from exc
+    return name
+
+
+def load_sharded(model: torch.nn.Module, optimizer: torch.optim.Optimizer, path: Path,
+                 full: dict[str, torch.Tensor]) -> None:
+    """Load a folder written by :func:`save_sharded` into the (sharded) model and optimiser, on
+    every rank; the number of processes may differ from the run that wrote it. ``full``: the
+    consolidated weights in ``last.pt``, against which the model's names and shapes are checked."""
+    mine = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    theirs = {k: tuple(v.shape) for k, v in full.items()}
+    if mine != theirs:
+        differ = sorted(set(mine) ^ set(theirs)) or [k for k in mine if mine[k] != theirs[k]]
+        raise TrainingError(f"checkpoint {path} does not fit this recipe's model ({differ[0]} differs); resume "
+                            f"with the recipe the run was trained with")
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
+
+    if not (path / ".metadata").is_file():
+        raise TrainingError(f"the sharded checkpoint {path} is missing or incomplete (no .metadata); restore it "
+                            f"from a copy, or start over with --overwrite")
+    from torch.distributed.checkpoint import DefaultLoadPlanner
+
+    model_state, optim_state = get_state_dict(model, optimizer)
+    state = {"model": model_state, "optimizer": optim_state}
+    # Partial: a parameter that never had a gradient (a mask token unused by MAE) has no optimiser
+    # state in the checkpoint, while the state asked for here has one for every parameter.
+    dcp.load(state, checkpoint_id=str(path), planner=DefaultLoadPlanner(allow_partial_load=True))
+    set_state_dict(model, optimizer, model_state_dict=state["model"], optim_state_dict=state["optimizer"])
+
+
+def full_model_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """The whole model's weights on the main process's CPU, gathered from the shards (every rank
+    calls it; the others get an empty dict)."""
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+    return get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+
+
+def remove_sharded(ckpt_dir: Path, keep: str | None) -> None:
+    """Remove the sharded folders other than ``keep`` (after ``last.pt`` names it)."""
+    import shutil
+
+    for folder in ckpt_dir.glob("sharded-*"):
+        if folder.name != keep and folder.is_dir():
+            shutil.rmtree(folder, ignore_errors=True)

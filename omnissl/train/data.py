@@ -1,4 +1,5 @@
-"""Seeded, resumable data loading: the batch at step s is a pure function of (seed, s).
+"""Seeded, resumable data loading: the global batch at step s is a pure function of (seed, s),
+whatever the number of processes; each process takes its micro-batches of it (RankBatchSampler).
 
 Every random choice a worker makes for a sample (augmentation) comes from a
 generator seeded by a draw from (seed, epoch) for that sample, and the order of samples in each
@@ -222,10 +223,11 @@ def validate_tokens(tokens: Tokens | TokenBatch, spec: TokenSpec, where: str, ho
 
 
 class SeededBatchSampler(Sampler):
-    """Infinite stream of micro-batches of ``(index, item_seed)``, starting at batch ``start``.
+    """Infinite stream of batches of ``(index, item_seed)``, starting at batch ``start``.
 
     Epoch e visits ``indices`` in an order drawn from (seed, e); the last incomplete
-    batch of an epoch is dropped, so every batch has ``batch_size`` samples.
+    batch of an epoch is dropped, so every batch has ``batch_size`` samples. Batch b is a pure
+    function of (seed, b): :meth:`batch` gives it directly.
     """
 
     def __init__(self, indices: Sequence[int], batch_size: int, seed: int, start: int = 0,
@@ -236,24 +238,60 @@ class SeededBatchSampler(Sampler):
         self.start = start
         self.augment = augment
         self.per_epoch = len(self.indices) // batch_size
+        self._epoch: tuple[int, np.ndarray, np.ndarray | None] | None = None
         if self.per_epoch == 0:
             raise DataError(f"the training split has {len(self.indices)} samples, fewer than one batch of "
                             f"{batch_size}; lower train.batch_size / train.micro_batch_size or add data")
 
-    def __iter__(self) -> Iterator[list[tuple[int, int | None]]]:
-        batch = self.start
-        while True:
-            epoch, offset = divmod(batch, self.per_epoch)
+    def _order(self, epoch: int) -> tuple[np.ndarray, np.ndarray | None]:
+        if self._epoch is None or self._epoch[0] != epoch:
             rng = np.random.default_rng([self.seed, epoch])
             order = rng.permutation(len(self.indices))
             # One draw per epoch, not a SeedSequence per item: that cost 8 us a sample.
             seeds = rng.integers(0, 2**63 - 1, size=len(self.indices), dtype=np.int64) if self.augment else None
-            for b in range(offset, self.per_epoch):
-                chosen = order[b * self.batch_size:(b + 1) * self.batch_size]
-                index = self.indices[chosen].tolist()
-                yield (list(zip(index, seeds[chosen].tolist())) if seeds is not None
-                       else [(i, None) for i in index])
-            batch = (epoch + 1) * self.per_epoch
+            self._epoch = (epoch, order, seeds)
+        return self._epoch[1], self._epoch[2]
+
+    def batch(self, b: int) -> list[tuple[int, int | None]]:
+        """Batch ``b`` of the stream (0-based)."""
+        epoch, offset = divmod(b, self.per_epoch)
+        order, seeds = self._order(epoch)
+        chosen = order[offset * self.batch_size:(offset + 1) * self.batch_size]
+        index = self.indices[chosen].tolist()
+        return list(zip(index, seeds[chosen].tolist())) if seeds is not None else [(i, None) for i in index]
+
+    def __iter__(self) -> Iterator[list[tuple[int, int | None]]]:
+        b = self.start
+        while True:
+            yield self.batch(b)
+            b += 1
+
+
+class RankBatchSampler(Sampler):
+    """This rank's micro-batches of the global batches of ``sampler``, from step ``start`` on.
+
+    The global batch of step s is ``sampler.batch(s)`` whatever the number of processes. It is
+    cut into ``micro_batch_size`` pieces, micro-batch k of the step holding its samples
+    ``[k * micro, (k + 1) * micro)``; rank r of W trains micro-batches ``r * A .. (r + 1) * A - 1``
+    with A = batch / (micro * W). So which samples a step sees, in which micro-batch, does not
+    depend on W; the loop draws each micro-batch's mask from (seed, step, k), so neither do the masks.
+    """
+
+    def __init__(self, sampler: SeededBatchSampler, micro_batch_size: int, rank: int, world: int, start: int = 0):
+        per_step = sampler.batch_size // micro_batch_size
+        assert per_step * micro_batch_size == sampler.batch_size and per_step % world == 0, \
+            "the global batch must split into micro-batches evenly over the ranks"
+        self.sampler, self.micro, self.start = sampler, micro_batch_size, start
+        self.per_rank = per_step // world
+        self.first = rank * self.per_rank  # this rank's first micro-batch in each step
+
+    def __iter__(self) -> Iterator[list[tuple[int, int | None]]]:
+        step = self.start
+        while True:
+            keys = self.sampler.batch(step)
+            for k in range(self.first, self.first + self.per_rank):
+                yield keys[k * self.micro:(k + 1) * self.micro]
+            step += 1
 
 
 def fixed_batches(indices: Sequence[int], batch_size: int) -> list[list[tuple[int, None]]]:

@@ -34,11 +34,11 @@ RECIPE = "recipe.yaml"
 HISTORY = "recipe_history.yaml"
 # What `omnissl train` writes into a run folder (and --overwrite removes); nothing else is touched.
 RUN_FILES = (RECIPE, HISTORY, DATA_SUMMARY, METRICS, "checkpoints", "tensorboard", "loss_curve.png",
-             "reconstruction.png", "probe.json")
+             "reconstruction.png", "probe.json", "probes.jsonl", "phases.jsonl")
 # Keys a resume may change without altering the weights: logging, validation, checkpoints,
 # probes, plots, data-loading workers (the data do not depend on them) and the device.
 HARMLESS = ("description", "probe.", "viz.", "finetune.", "data.num_workers", "train.log_every", "train.val_every",
-            "train.val_batches", "train.ckpt_every", "train.device")
+            "train.val_batches", "train.ckpt_every", "train.device", "train.keep_checkpoints")
 
 
 def existing_run(out_dir: Path) -> list[str]:

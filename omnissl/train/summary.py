@@ -101,13 +101,15 @@ def format_summary(summary: dict[str, Any]) -> str:
     if groups:
         lines.append(f"  groups: {groups['count']:,} {groups['kind']}s")
     kind = {"random": "random over samples", "grouped": "grouped", "given": "the data set's own",
-            "scaffold": "by scaffold"}[split["kind"]]
+            "scaffold": "by scaffold", "phases": "each phase on its own"}[split["kind"]]
     side = f"{split['train']:,} train / {split['held_out']:,} held-out ({kind}"
     if "train_groups" in split:
         side += f"; {split['train_groups']:,} / {split['held_out_groups']:,} {split['group_kind']}s, " \
                 f"{split['groups_on_both_sides']:,} on both sides"
     if split.get("reason"):
         side += f"; not grouped: {split['reason']}"
+    if "subset" in split:
+        side += f"; data.subset {split['subset']}: {split['subset_samples']:,} of {split['train_before_subset']:,}"
     lines.append(f"  split: {side})")
     return "\n".join(lines)
 
