@@ -38,3 +38,10 @@ def omnissl_objectives() -> dict[str, Callable[..., Any]]:
 @hookimpl
 def omnissl_exporters() -> dict[str, Callable[..., Any]]:
     return {"safetensors": lazy("omnissl.export:export_safetensors")}
+
+
+@hookimpl
+def omnissl_datasets() -> dict[str, Callable[..., Any]]:
+    # Any modality's: shards written by `omnissl shard`, and weighted mixtures of data sets (docs/design.md#streaming)
+    return {"shards": lazy("omnissl.datasets.shards:ShardDataset"),
+            "mixture": lazy("omnissl.datasets.mixture:Mixture")}
