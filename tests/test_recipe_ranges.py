@@ -21,6 +21,7 @@ ALLOWED = {
     ("maskers", "block", "axes"),
     ("maskers", "multiblock", "axes"),
     ("maskers", "group", "coord_axes"),
+    ("objectives", "ibot", "view_axes"),  # the views' coordinate columns, as multiblock's axes
 }
 
 

@@ -151,9 +151,34 @@ def project_bias(attn_bias: Tensor, proj: nn.Linear | None) -> Tensor:
 
 
 def gather_tokens(batch: TokenBatch, idx: Tensor) -> tuple[Tensor, Tensor, Tensor | None, Tensor | None]:
-    """Values, coords, kinds and attention bias of the tokens at ``idx`` (B, K)."""
-    kinds = gather_rows(batch.kinds, idx) if batch.kinds is not None else None
+    """Values, coords, kinds and attention bias of the tokens at ``idx`` (R, K).
+
+    ``R`` is the batch's B, or a multiple of it: row ``r`` then points into sample ``r // (R / B)``,
+    the order of :func:`~omnissl.objectives.base.repeat_batch` (views or copies of each sample in a
+    row), and the result equals ``gather_tokens(repeat_batch(batch, R // B), idx)`` without
+    repeating the batch.
+    """
+    coords, kinds, bias = gather_layout(batch, idx)
+    return _gather_repeated(batch.values, idx, batch.batch_size), coords, kinds, bias
+
+
+def gather_layout(batch: TokenBatch, idx: Tensor) -> tuple[Tensor, Tensor | None, Tensor | None]:
+    """Coords, kinds and attention bias of the tokens at ``idx`` (R, K), as :func:`gather_tokens`
+    without the values (what a predictor reads for its queries)."""
+    b = batch.batch_size
+    kinds = _gather_repeated(batch.kinds, idx, b) if batch.kinds is not None else None
     bias = None
-    if batch.attn_bias is not None:  # rows, then columns: (B, N, N[, R]) -> (B, K, K[, R])
-        bias = gather_rows(gather_rows(batch.attn_bias, idx).transpose(1, 2), idx).transpose(1, 2)
-    return gather_rows(batch.values, idx), gather_rows(batch.coords, idx), kinds, bias
+    if batch.attn_bias is not None:  # rows, then columns: (B, N, N[, R]) -> (R, K, K[, R])
+        bias = gather_rows(_gather_repeated(batch.attn_bias, idx, b).transpose(1, 2), idx).transpose(1, 2)
+    return _gather_repeated(batch.coords, idx, b), kinds, bias
+
+
+def _gather_repeated(t: Tensor, idx: Tensor, b: int) -> Tensor:
+    """(B, N, ...) at (R, K) positions, R a multiple of B -> (R, K, ...): one gather per tensor,
+    each sample's R / B rows of positions side by side."""
+    rows, k = idx.shape
+    if rows == b:
+        return gather_rows(t, idx)
+    if rows % b:
+        raise ValueError(f"{rows} rows of positions for a batch of {b} samples: need a multiple of {b}")
+    return gather_rows(t, idx.reshape(b, rows // b * k)).reshape(rows, k, *t.shape[2:])

@@ -9,7 +9,10 @@ Views live in token space, so no modality code is needed: each sample gives 2 *g
 of atoms or points); a view is a gather of token positions, so each token keeps its coordinates
 and a view never holds padding. Teacher and student share a projection-head architecture
 (:class:`ProjectionHead`: an MLP, an L2-normalised bottleneck, ``out_dim`` weight-normalised
-prototypes); the teacher's encoder and heads are EMA copies (:class:`EMATeacher`).
+prototypes); the teacher's encoder and heads are EMA copies (:class:`EMATeacher`). With
+``head_norm: batch`` the heads' hidden layers are standardised over the batch (DINO's
+``use_bn_in_head``), which small encoders on few tokens need to keep the centred teacher from
+going uniform (docs/objectives.md).
 
 * **DINO loss** (the pooled view embedding, here the mean of its tokens: the encoder has no
   [CLS]): cross-entropy between the teacher's centred and sharpened softmax of each global view
@@ -29,7 +32,7 @@ pass travel with the mask, so the teacher still encodes the global views once pe
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Annotated, Any, Callable, Sequence
+from typing import Annotated, Any, Callable, Literal, Sequence, get_args
 
 import torch
 import torch.nn.functional as F
@@ -41,12 +44,39 @@ from omnissl.layers import init_weights
 from omnissl.maskers.base import Mask, _select
 from omnissl.maskers.multiblock import MultiBlockMasker
 from omnissl.modality import Modality
-from omnissl.objectives.base import Objective, ObjectiveOutput, repeat_batch
+from omnissl.objectives.base import Objective, ObjectiveOutput
 from omnissl.objectives.ema import EMATeacher
 from omnissl.recipe import Range
 from omnissl.tokens import TokenBatch, gather_rows
 
 GLOBAL_VIEWS = 2
+HeadNorm = Literal["none", "batch"]
+HEAD_NORMS = get_args(HeadNorm)
+
+
+class BatchStandardize(nn.Module):
+    """Batch normalisation that always uses the statistics of the batch it sees, over its real
+    rows only (filler tokens neither count nor change), with a learnt scale and shift.
+
+    DINO's ``use_bn_in_head`` (Caron et al. 2021; the default of solo-learn's DINO for small data
+    sets): DINO's teacher runs in train mode, so its head's BatchNorm uses batch statistics too;
+    here there are no running statistics to copy into the EMA teacher or to save.
+    """
+
+    def __init__(self, dim: int, eps: float = 1e-5):
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(dim))
+        self.bias = nn.Parameter(torch.zeros(dim))
+
+    def forward(self, x: Tensor, real: Tensor | None = None) -> Tensor:
+        rows = x.reshape(-1, x.shape[-1])
+        chosen = rows if real is None else rows[real.reshape(-1)]
+        if chosen.shape[0] == 0:
+            chosen = rows
+        mean = chosen.mean(0)
+        var = chosen.var(0, unbiased=False)
+        return (x - mean) * torch.rsqrt(var + self.eps) * self.weight + self.bias
 
 
 class ProjectionHead(nn.Module):
@@ -59,16 +89,24 @@ class ProjectionHead(nn.Module):
         hidden_dim: the MLP's width (DINO 2048).
         bottleneck_dim: the bottleneck's width (DINO 256).
         layers: linear layers of the MLP, the bottleneck's included (DINO 3).
+        norm: ``none`` (DINO's ViT head) or ``batch``: each hidden layer's outputs standardised
+            over the batch (:class:`BatchStandardize`, DINO's ``use_bn_in_head``).
     """
 
-    def __init__(self, in_dim: int, out_dim: int, hidden_dim: int = 2048, bottleneck_dim: int = 256, layers: int = 3):
+    def __init__(self, in_dim: int, out_dim: int, hidden_dim: int = 2048, bottleneck_dim: int = 256, layers: int = 3,
+                 norm: HeadNorm = "none"):
         super().__init__()
         if layers < 1:
             raise RecipeError(f"objective.head_layers must be >= 1, got {layers}")
+        if norm not in HEAD_NORMS:
+            raise RecipeError(f"objective.head_norm must be one of {', '.join(HEAD_NORMS)}, got {norm!r}")
         mods: list[nn.Module] = []
         width = in_dim
         for _ in range(layers - 1):
-            mods += [nn.Linear(width, hidden_dim), nn.GELU()]
+            mods.append(nn.Linear(width, hidden_dim))
+            if norm == "batch":
+                mods.append(BatchStandardize(hidden_dim))
+            mods.append(nn.GELU())
             width = hidden_dim
         mods.append(nn.Linear(width, bottleneck_dim))
         self.mlp = nn.Sequential(*mods)
@@ -76,8 +114,12 @@ class ProjectionHead(nn.Module):
         self.mlp.apply(init_weights)
         nn.init.trunc_normal_(self.prototypes, std=0.02)
 
-    def forward(self, x: Tensor) -> Tensor:
-        z = F.normalize(self.mlp(x), dim=-1)
+    def forward(self, x: Tensor, real: Tensor | None = None) -> Tensor:
+        """(..., in_dim) features -> (..., out_dim) cosines with the prototypes; ``real`` (x's
+        leading shape, True where a real token) limits batch statistics to real rows."""
+        for layer in self.mlp:
+            x = layer(x, real) if isinstance(layer, BatchStandardize) else layer(x)
+        z = F.normalize(x, dim=-1)
         return F.linear(z, F.normalize(self.prototypes, dim=-1))
 
 
@@ -109,8 +151,7 @@ class IBOTViews:
 
 def select_views(batch: TokenBatch, idx: Tensor, pad: Tensor) -> TokenBatch:
     """The tokens at ``idx`` (V*B rows: ``V`` views of each sample in a row) as a batch of views."""
-    times = idx.shape[0] // batch.batch_size
-    values, coords, kinds, bias = gather_tokens(repeat_batch(batch, times), idx)
+    values, coords, kinds, bias = gather_tokens(batch, idx)  # rows b * V + j point into sample b: no repeat
     return TokenBatch(values=values, coords=coords, pad=pad, kinds=kinds, attn_bias=bias)
 
 
@@ -131,6 +172,10 @@ class IBOT(Objective):
         patch_out_dim: prototypes of the patch head (default ``out_dim``; a separate head only).
         shared_head: one head for pooled and patch tokens (iBOT's ``shared_head``), else two.
         hidden_dim, bottleneck_dim, head_layers: the heads' MLP (DINO: 2048, 256, 3).
+        head_norm: ``none`` (DINO's and iBOT's ViT heads) or ``batch``: the heads' hidden layers
+            standardised over the batch (DINO's ``use_bn_in_head``). Small encoders on small
+            samples need it: their pooled features are nearly the same for every sample, and
+            without it the centred teacher is uniform (docs/objectives.md, iBOT).
         local_views: small views per sample (DINO/iBOT: 10 for ViT-S, 8 or 10 for ViT-B).
         global_scale: [low, high] share of a sample's real tokens in each global view (DINO 0.4-1,
             iBOT 0.32-1 or 0.25-1).
@@ -143,13 +188,17 @@ class IBOT(Objective):
         center_momentum: momentum of the centres' running means (0.9).
         momentum: the teacher's momentum at the first step, rising to 1 (DINO/iBOT 0.996).
         lambda_mim: weight of the MIM loss (iBOT 1).
+        view_axes: coordinate columns the views are blocks of (default all, as ``multiblock``'s
+            ``axes``): ``[0]`` on audio's (time, frequency) tokens makes every view a time segment
+            over all frequencies, as the crops of ATST and BYOL-A.
     """
 
     def __init__(self, encoder: nn.Module, modality: Modality | None = None,
                  out_dim: Annotated[int, Range(ge=1)] = 8192,
                  patch_out_dim: Annotated[int | None, Range(ge=1)] = None, shared_head: bool = True,
                  hidden_dim: Annotated[int, Range(ge=1)] = 2048, bottleneck_dim: Annotated[int, Range(ge=1)] = 256,
-                 head_layers: Annotated[int, Range(ge=1)] = 3, local_views: Annotated[int, Range(ge=0)] = 6,
+                 head_layers: Annotated[int, Range(ge=1)] = 3, head_norm: HeadNorm = "none",
+                 local_views: Annotated[int, Range(ge=0)] = 6,
                  global_scale: Annotated[list[float], Range(gt=0, le=1, ascending=True)] = (0.4, 1.0),
                  local_scale: Annotated[list[float], Range(gt=0, le=1, ascending=True)] = (0.05, 0.4),
                  teacher_temp: Annotated[float, Range(gt=0)] = 0.04,
@@ -158,7 +207,8 @@ class IBOT(Objective):
                  student_temp: Annotated[float, Range(gt=0)] = 0.1,
                  center_momentum: Annotated[float, Range(ge=0, le=1)] = 0.9,
                  momentum: Annotated[float, Range(ge=0, le=1)] = 0.996,
-                 lambda_mim: Annotated[float, Range(ge=0)] = 1.0):
+                 lambda_mim: Annotated[float, Range(ge=0)] = 1.0,
+                 view_axes: Sequence[int] | None = None):  # column indices (negative: from the end): no Range
         super().__init__(encoder)
         if shared_head and patch_out_dim not in (None, out_dim):
             raise RecipeError(f"objective.patch_out_dim={patch_out_dim} differs from out_dim={out_dim}, but "
@@ -180,9 +230,9 @@ class IBOT(Objective):
         self.center_momentum, self.lambda_mim = float(center_momentum), float(lambda_mim)
         self.shared_head = bool(shared_head)
         patch_out = out_dim if patch_out_dim is None else int(patch_out_dim)
-        heads = {"pooled": ProjectionHead(encoder.dim, out_dim, hidden_dim, bottleneck_dim, head_layers)}
+        heads = {"pooled": ProjectionHead(encoder.dim, out_dim, hidden_dim, bottleneck_dim, head_layers, head_norm)}
         if not self.shared_head:
-            heads["patch"] = ProjectionHead(encoder.dim, patch_out, hidden_dim, bottleneck_dim, head_layers)
+            heads["patch"] = ProjectionHead(encoder.dim, patch_out, hidden_dim, bottleneck_dim, head_layers, head_norm)
         self.heads = nn.ModuleDict(heads)
         self.teacher = EMATeacher(encoder, momentum)
         self.teacher_heads = EMATeacher(self.heads, momentum)
@@ -191,8 +241,12 @@ class IBOT(Objective):
         # Where the run is, for the temperature warm-up (set by after_step; saved, so resume is exact).
         self.register_buffer("progress", torch.zeros(2, dtype=torch.long))  # [steps done, total steps]
         aspect = (3 / 4, 4 / 3)  # as the random resized crops of DINO
-        self.global_blocks = MultiBlockMasker(GLOBAL_VIEWS, self.global_scale, aspect, (1.0, 1.0))
-        self.local_blocks = MultiBlockMasker(max(self.local_views, 1), self.local_scale, aspect, (1.0, 1.0))
+        axes = None if view_axes is None else [int(a) for a in view_axes]
+        if axes is not None and not axes:
+            raise RecipeError("objective.view_axes is empty: name at least one coordinate column, or leave it out "
+                              "for all")
+        self.global_blocks = MultiBlockMasker(GLOBAL_VIEWS, self.global_scale, aspect, (1.0, 1.0), axes)
+        self.local_blocks = MultiBlockMasker(max(self.local_views, 1), self.local_scale, aspect, (1.0, 1.0), axes)
 
     # -- views and masks -------------------------------------------------------------------------
 
@@ -262,10 +316,12 @@ class IBOT(Objective):
                 teacher = self.teacher(glob.values, glob.coords, glob.kinds, glob.pad, glob.attn_bias)
             heads = self.teacher_heads.module
             t_pooled = heads["pooled"](TokenEncoder.pool(teacher, glob.pad)).float()  # [2B, K]
-            t_patch = self.patch_head(heads)(teacher).float()  # [2B, G, Kp]
+            t_patch = self.patch_head(heads)(teacher, ~glob.pad).float()  # [2B, G, Kp]
             temp = self.temperature()
             t_probs = F.softmax((t_pooled - self.center) / temp, dim=-1).view(b, GLOBAL_VIEWS, -1)
-            t_patch_probs = F.softmax((t_patch - self.patch_center) / temp, dim=-1)
+            # Only the hidden tokens' distributions are targets: softmax those alone (row-wise, so the
+            # same values), not all 2B * G of them.
+            target = F.softmax((gather_rows(t_patch, mask.hidden_idx) - self.patch_center) / temp, dim=-1)
 
         # DINO: each global teacher view against every other student view.
         s_pooled = F.log_softmax(self.heads["pooled"](torch.cat(pooled)).float() / self.student_temp, dim=-1)
@@ -279,8 +335,8 @@ class IBOT(Objective):
         entropy = -(t_probs * t_probs.clamp(min=1e-30).log()).sum(-1).mean()  # each teacher view in as many terms
 
         # MIM: at each global view's hidden tokens, the student's patch distribution vs the teacher's.
-        s_patch = self.patch_head(self.heads)(gather_rows(student, mask.hidden_idx)).float()  # [2B, M, Kp]
-        target = gather_rows(t_patch_probs, mask.hidden_idx)  # [2B, M, Kp]
+        s_patch = self.patch_head(self.heads)(gather_rows(student, mask.hidden_idx), ~mask.hidden_pad).float()
+        # target: [2B, M, Kp], the teacher's centred, sharpened distributions at the hidden tokens
         per_token = -(target * F.log_softmax(s_patch / self.student_temp, dim=-1)).sum(-1)  # [2B, M]
         real = (~mask.hidden_pad).float()
         count = real.sum(1)
@@ -306,11 +362,19 @@ class IBOT(Objective):
     @torch.no_grad()
     def update_centers(self, t_pooled: Tensor, t_patch: Tensor, pad: Tensor) -> None:
         """Running means of the teacher's outputs (DINO's centring), over the batch's global views
-        and, for patches, over their real tokens."""
+        and, for patches, over their real tokens. Under torch.distributed the means are over every
+        process's batch (summed with one all-reduce, as DINO's), so the centres stay equal on all
+        ranks."""
         m = self.center_momentum
-        self.center.mul_(m).add_(t_pooled.mean(dim=0), alpha=1.0 - m)
         real = (~pad).float()[..., None]
-        patch_mean = (t_patch * real).sum(dim=(0, 1)) / real.sum().clamp(min=1)
+        sums = torch.cat([t_pooled.float().sum(dim=0), (t_patch.float() * real).sum(dim=(0, 1)),
+                          real.new_full((1,), float(t_pooled.shape[0])), real.sum().reshape(1)])
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            torch.distributed.all_reduce(sums)
+        d = self.center.shape[0]
+        pooled_mean = sums[:d] / sums[-2].clamp(min=1)
+        patch_mean = sums[d:-2] / sums[-1].clamp(min=1)
+        self.center.mul_(m).add_(pooled_mean, alpha=1.0 - m)
         self.patch_center.mul_(m).add_(patch_mean, alpha=1.0 - m)
 
     def after_step(self, step: int, total_steps: int) -> None:

@@ -23,12 +23,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from omnissl.encoders.transformer import gather_tokens, project_bias
+from omnissl.encoders.transformer import gather_layout, gather_tokens, project_bias
 from omnissl.layers import KindEmbedding, PositionEncoding, TransformerStack, attention_mask, init_weights
 from omnissl.maskers.base import Mask
 from omnissl.maskers.multiblock import MultiBlockMask
 from omnissl.modality import Modality
-from omnissl.objectives.base import Objective, ObjectiveOutput, repeat_batch
+from omnissl.objectives.base import Objective, ObjectiveOutput
 from omnissl.objectives.ema import EMATeacher
 from omnissl.recipe import Range
 from omnissl.tokens import TokenBatch, TokenSpec
@@ -78,7 +78,9 @@ class Predictor(nn.Module):
         """Predict features at ``query_idx``.
 
         Args:
-            batch: the tokens (B rows) that the indices point into.
+            batch: the tokens that the indices point into: B rows, or B / c rows when each sample
+                comes c times in a row (the order of ``repeat_batch``; I-JEPA's K targets), so
+                the batch need not be repeated (only positions are read from it, never values).
             context: (B, V, in_dim) encoded context tokens.
             context_idx, context_pad: (B, V) their positions, and True where filler.
             query_idx, query_pad: (B, Q) positions to predict, and True where filler.
@@ -88,7 +90,7 @@ class Predictor(nn.Module):
         v, q = context_idx.shape[1], query_idx.shape[1]
         idx = torch.cat([context_idx, query_idx], dim=1)  # [B, V+Q]
         pad = torch.cat([context_pad, query_pad], dim=1)
-        _, coords, kinds, bias = gather_tokens(batch, idx)
+        coords, kinds, bias = gather_layout(batch, idx)
         x = self.embed(context)
         x = torch.cat([x, self.mask_token.to(x.dtype).expand(x.shape[0], q, -1)], dim=1)  # [B, V+Q, dim]
         x = x + self.pos(coords).to(x.dtype)
@@ -165,9 +167,9 @@ class IJEPA(Objective):
         b, k, t = target_idx.shape
         values, coords, kinds, bias = gather_tokens(batch, mask.visible_idx)
         context = self.encoder(values, coords, kinds, mask.visible_pad, bias)  # [B, V, dim]: the context block
-        # Each target block is predicted from the same context: K copies of each sample, in a row.
-        many = repeat_batch(batch, k)
-        pred = self.predictor(many, context.repeat_interleave(k, 0), mask.visible_idx.repeat_interleave(k, 0),
+        # Each target block is predicted from the same context: K copies of each sample, in a row
+        # (the predictor reads positions from the batch itself, without repeating it).
+        pred = self.predictor(batch, context.repeat_interleave(k, 0), mask.visible_idx.repeat_interleave(k, 0),
                               mask.visible_pad.repeat_interleave(k, 0), target_idx.reshape(b * k, t),
                               target_pad.reshape(b * k, t))  # [B*K, T, dim]
         features = self.teacher_features(batch)  # [B, N, dim]

@@ -14,7 +14,8 @@ from omnissl.cli import main
 from omnissl.plugins import get_registry
 from omnissl.recipe import load_recipe, recipe_index
 
-RECIPES = ["ct/mae-demo", "ct/mae-unetr-demo", "ct/mae-vit-base", "ct/simmim-base", "ct/simmim-demo"]
+RECIPES = ["ct/ibot-demo", "ct/mae-demo", "ct/mae-unetr-demo", "ct/mae-vit-base", "ct/simmim-base",
+           "ct/simmim-demo"]
 
 
 def test_every_ct_recipe_is_installed_and_valid():
