@@ -22,10 +22,17 @@ examples:
   omnissl train my.yaml data.root=/data/imagenet/train train.steps=50000 --out runs/in1k
   omnissl train my.yaml --out runs/in1k --resume   continue after a crash or a pre-emption
   omnissl train my.yaml optim.lr=1e-4 --out runs/in1k --resume --allow-recipe-change   change the recipe mid-run
+  omnissl train my.yaml --out runs/in1k --nproc 8   8 processes (GPUs) on this machine; torchrun for several
+  omnissl shard eeg/mae-demo --out shards/eeg   the recipe's samples as streaming shards, then train with
+      omnissl train eeg/mae-demo data.name=shards data.path=shards/eeg --out runs/eeg   (or data.path=s3://...)
   omnissl export runs/ct --to monai-unetr --out unetr_vit.pt   encoder weights for MONAI's UNETR
   omnissl probe runs/digits                     linear + k-NN probes: pre-trained vs random vs baseline
   omnissl probe runs/digits --label-fractions 0.01,0.1,1   the same with 1 %, 10 %, all labels (+ PNG)
   omnissl probe runs/eeg data.root=/other/set --test data.root=/other/test   probes on data you choose
+  omnissl probe runs/digits --all-checkpoints   probe every kept checkpoint (train.keep_checkpoints=N)
+  omnissl compare runs/small runs/base --out cmp   validation loss vs probe score, Spearman's rho
+  omnissl select runs/digits --by loss --keep 0.3 --out subset.txt   then train with data.subset=subset.txt
+  omnissl new-plugin my_sensor --dir plugins   a new modality plugin to start from (docs/plugin-guide.md)
   omnissl finetune runs/digits --out runs/digits-ft   fine-tune end to end, pre-trained vs from scratch
   omnissl finetune runs/digits train.steps=500 --label-fractions 0.1,1 --out runs/digits-ft10
 """
@@ -48,6 +55,10 @@ def _parser() -> argparse.ArgumentParser:
                             "recipe_history.yaml); without it such a resume is refused")
     train.add_argument("--overwrite", action="store_true", help="start over in an --out that already holds a run")
     train.add_argument("--no-probe", action="store_true", help="skip the probes at the end")
+    train.add_argument("--nproc", type=int, default=1, metavar="N",
+                       help="train in N processes on this machine (one per GPU), through torch's elastic launcher: "
+                            "the same as torchrun --standalone --nproc-per-node N -m omnissl train ...; for several "
+                            "machines use torchrun (docs/distributed.md)")
 
     recipes = sub.add_parser("recipes", help="list, show or fork installed recipes")
     recipes.add_argument("action", nargs="?", default="ls", choices=["ls", "show", "cp"])
@@ -71,6 +82,9 @@ def _parser() -> argparse.ArgumentParser:
                        help="also probe with these fractions of the labelled training samples (0.01,0.1,1): "
                             "a table and label_efficiency.png")
     probe.add_argument("--out", type=Path, help="report file (default: RUN_DIR/probe.json)")
+    probe.add_argument("--all-checkpoints", action="store_true",
+                       help="probe every kept checkpoint (train.keep_checkpoints) in step order, appending one line "
+                            "per checkpoint to RUN_DIR/probes.jsonl (or --out)")
 
     tune = sub.add_parser("finetune", help="fine-tune a run's encoder end to end, beside the same from scratch",
                           epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -86,10 +100,41 @@ def _parser() -> argparse.ArgumentParser:
     tune.add_argument("--resume", action="store_true", help="continue the fine-tuning runs in --out")
     tune.add_argument("--overwrite", action="store_true", help="start over in an --out that holds runs")
 
+    compare = sub.add_parser("compare", help="validation loss against probe scores over runs and checkpoints "
+                                              "(table, PNG, Spearman's rho)")
+    compare.add_argument("run_dirs", type=Path, nargs="+", metavar="RUN", help="run folders, probed first")
+    compare.add_argument("--out", type=Path, required=True, help="folder for compare.md/.csv/.json and the PNG")
+    compare.add_argument("--probe", choices=["linear", "knn"], default="linear", help="the probe score to correlate")
+
+    select = sub.add_parser("select", help="choose a fraction of a run's training samples (data.subset)")
+    select.add_argument("run_dir", type=Path, help="a run folder whose encoder and objective score the samples")
+    select.add_argument("--by", choices=["loss", "redundancy", "random"], required=True,
+                        help="loss: the run's objective over fixed masks; redundancy: near-duplicates in embedding "
+                             "space (SemDeDup); random: the control")
+    select.add_argument("--keep", type=float, required=True, help="the fraction of the training split to keep")
+    select.add_argument("--out", type=Path, required=True, help="the subset file to write (for data.subset)")
+    select.add_argument("--seed", type=int, default=0, help="seeds the masks, the k-means and the random draw")
+    select.add_argument("--end", choices=["hard", "easy"], default="hard",
+                        help="--by loss: keep the highest-loss (hard, default) or the lowest-loss samples")
+
     export = sub.add_parser("export", help="write a run's encoder in another library's layout")
     export.add_argument("run_dir", type=Path)
     export.add_argument("--to", required=True, help="exporter name (omnissl plugins lists them)")
     export.add_argument("--out", type=Path, required=True, help="output file")
+
+    # new-plugin: a plugin distribution to start a new modality from (omnissl/scaffold.py)
+    new_plugin = sub.add_parser("new-plugin", help="write a new modality plugin (omnissl-NAME) to start from")
+    new_plugin.add_argument("name", help="plugin name: lowercase letters, digits and underscores (ecg, my_sensor)")
+    new_plugin.add_argument("--dir", type=Path, default=Path("."), help="folder to create omnissl-NAME in (default: .)")
+
+    # shard: a recipe's samples as LitData shards, for data.name: shards (omnissl/shards.py)
+    shard = sub.add_parser("shard", help="write a recipe's samples as streaming shards (train with data.name=shards)")
+    shard.add_argument("recipe", help="an installed recipe name (eeg/mae-demo) or a YAML file")
+    shard.add_argument("overrides", nargs="*", metavar="key.sub=value", help="override recipe keys (data.root=...)")
+    shard.add_argument("--out", type=Path, required=True, help="the shard folder to write (local; copy it to an "
+                                                               "object store afterwards to stream from there)")
+    shard.add_argument("--chunk-bytes", default="64MB", help="size of each chunk file (default: 64MB)")
+    shard.add_argument("--overwrite", action="store_true", help="replace the shards in --out")
     return parser
 
 
@@ -165,7 +210,9 @@ def _cmd_recipes(action: str, args: list[str]) -> None:
     print(f"copied {args[0]} to {dest}; run it with: omnissl train {dest}")
 
 
-def _cmd_train(args: argparse.Namespace) -> None:
+def _cmd_train(args: argparse.Namespace) -> int:
+    import os
+
     from omnissl.eval.probe import format_table
     from omnissl.eval.run import probe_run
     from omnissl.plugins import get_registry
@@ -173,12 +220,29 @@ def _cmd_train(args: argparse.Namespace) -> None:
     from omnissl.train import train
 
     registry = get_registry()
-    recipe = load_recipe(args.recipe, args.overrides, registry)
+    recipe = load_recipe(args.recipe, args.overrides, registry)  # a bad recipe is refused before any launch
     out = args.out or Path("runs") / Path(args.recipe).stem
     if args.allow_recipe_change and not args.resume:
         raise OmnisslError("--allow-recipe-change applies to --resume only")
-    train(recipe, registry, out, resume=args.resume, overwrite=args.overwrite,
-          allow_recipe_change=args.allow_recipe_change)
+    if args.nproc != 1:
+        if "LOCAL_RANK" in os.environ:
+            raise OmnisslError("--nproc starts processes itself; under torchrun leave it out")
+        from omnissl.train.distributed import launch
+
+        flags = [flag for flag, on in (("--resume", args.resume), ("--overwrite", args.overwrite),
+                                       ("--allow-recipe-change", args.allow_recipe_change),
+                                       ("--no-probe", args.no_probe)) if on]
+        return launch(["train", args.recipe, *args.overrides, "--out", str(out), *flags], args.nproc)
+    rank = int(os.environ.get("RANK", 0))
+    try:
+        train(recipe, registry, out, resume=args.resume, overwrite=args.overwrite,
+              allow_recipe_change=args.allow_recipe_change)
+    except OmnisslError as exc:
+        if rank:  # under torchrun: say which process, since each prints its own
+            raise OmnisslError(f"(process {rank}) {exc}") from None
+        raise
+    if rank:  # the main process alone writes the run folder and runs the probes
+        return 0
     written = [name for name in ("data.json", "metrics.jsonl", "checkpoints/", "loss_curve.png",
                                  "reconstruction.png") if (out / name.rstrip("/")).exists()]
     print(f"\nrun folder: {out}  ({', '.join(written)})")
@@ -187,6 +251,7 @@ def _cmd_train(args: argparse.Namespace) -> None:
         report = probe_run(out, registry, unlabelled="skip")
         print(format_table(report))
         print(f"probe results: {out / 'probe.json'}")
+    return 0
 
 
 def _cmd_probe(args: argparse.Namespace) -> None:
@@ -194,6 +259,16 @@ def _cmd_probe(args: argparse.Namespace) -> None:
     from omnissl.eval.run import probe_run
     from omnissl.plugins import get_registry
 
+    if args.all_checkpoints:
+        from omnissl.eval.probe import PROBES_LOG, format_checkpoints, probe_checkpoints
+
+        if args.test or args.label_fractions:
+            raise OmnisslError("--all-checkpoints probes on the run's own split; it takes neither --test nor "
+                               "--label-fractions")
+        out = args.out or args.run_dir / PROBES_LOG
+        print(format_checkpoints(probe_checkpoints(args.run_dir, get_registry(), args.overrides, out)))
+        print(f"appended to: {out}")
+        return
     out = args.out or args.run_dir / "probe.json"
     report = probe_run(args.run_dir, get_registry(), overrides=args.overrides, test=args.test,
                        fractions=args.label_fractions, out=out)
@@ -216,18 +291,39 @@ def _cmd_finetune(args: argparse.Namespace) -> None:
     print(f"fine-tuning results: {out / RESULT}")
 
 
+def _cmd_compare(args: argparse.Namespace) -> None:
+    from omnissl.research.compare import compare_runs, markdown, write_comparison
+
+    comparison = compare_runs(args.run_dirs, args.probe)
+    written = write_comparison(comparison, args.out)
+    print(markdown(comparison), end="")
+    print(f"written: {', '.join(str(p) for p in written)}")
+
+
+def _cmd_select(args: argparse.Namespace) -> None:
+    from omnissl.cache import write_text
+    from omnissl.research.select import select, subset_text
+
+    chosen = select(args.run_dir, args.by, args.keep, args.seed, args.end)
+    command = f"omnissl select {args.run_dir} --by {args.by} --keep {args.keep:g} --seed {args.seed}" + (
+        f" --end {args.end}" if args.by == "loss" else "")
+    write_text(args.out, subset_text(chosen, command), "subset file")
+    print(f"kept {len(chosen.ids)} of {chosen.info['train_samples']} training samples ({chosen.id_kind}) in "
+          f"{args.out}; train on them with data.subset={args.out}")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = _parser()
     args, extra = parser.parse_known_args(argv)
     # `train RECIPE --out DIR key=value`: overrides after an option arrive here.
-    takes = ("train", "probe", "finetune")
+    takes = ("train", "probe", "finetune", "shard")
     if extra and args.command in takes and all("=" in e and not e.startswith("-") for e in extra):
         args.overrides += extra
     elif extra:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     try:
         if args.command == "train":
-            _cmd_train(args)
+            return _cmd_train(args)
         elif args.command == "recipes":
             _cmd_recipes(args.action, args.args)
         elif args.command == "plugins":
@@ -238,11 +334,23 @@ def main(argv: list[str] | None = None) -> int:
             _cmd_probe(args)
         elif args.command == "finetune":
             _cmd_finetune(args)
+        elif args.command == "compare":
+            _cmd_compare(args)
+        elif args.command == "select":
+            _cmd_select(args)
         elif args.command == "export":
             from omnissl.eval.run import export_run
             from omnissl.plugins import get_registry
 
             print(f"wrote {export_run(args.run_dir, args.to, args.out, get_registry())}")
+        elif args.command == "shard":
+            from omnissl.shards import shard_command
+
+            print(shard_command(args.recipe, args.overrides, args.out, args.chunk_bytes, args.overwrite))
+        elif args.command == "new-plugin":
+            from omnissl.scaffold import new_plugin, next_steps, plugin_names
+
+            print(next_steps(new_plugin(args.name, args.dir), plugin_names(args.name)))
         else:
             parser.print_help()
             return 2
