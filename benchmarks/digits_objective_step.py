@@ -12,57 +12,28 @@ load hits all alike; medians are reported.
 from __future__ import annotations
 
 import statistics
-import time
+import sys
+from pathlib import Path
 
 import torch
 
-from omnissl import collate_tokens
-from omnissl.build import build_all
-from omnissl.objectives import draw_mask
-from omnissl.plugins import get_registry
-from omnissl.recipe import load_recipe
-from omnissl.train.data import TokenDataset
-from omnissl.train.optim import make_optimizer, peak_lr
+sys.path.insert(0, str(Path(__file__).parent))
+from objective_probes import step_timer  # noqa: E402  (the probe table's timer: the same step)
 
 NAMES = ["mae", "data2vec2", "ijepa", "lejepa"]
 BATCH, WARMUP, ROUNDS, STEPS = 64, 5, 5, 10
 
 
-def setup(name: str):
-    registry = get_registry()
-    recipe = load_recipe(f"image/{name}-digits", [], registry)
-    torch.manual_seed(0)
-    parts = build_all(recipe, registry)
-    tokens = TokenDataset(parts.dataset, parts.modality)
-    batch = collate_tokens([tokens[(i, i)] for i in range(BATCH)])
-    objective = parts.objective.train()
-    optimizer = make_optimizer(objective, recipe.optim, peak_lr(recipe.optim, BATCH), torch.device("cpu"))
-    generator = torch.Generator().manual_seed(0)
-
-    def step(k: int) -> None:
-        mask = draw_mask(objective, parts.masker, batch, generator)
-        objective(batch, mask).loss.backward()
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        if hasattr(objective, "after_step"):
-            objective.after_step(k, 1000)
-
-    return step
-
-
 def main() -> None:
     torch.set_num_threads(1)
-    steps = {name: setup(name) for name in NAMES}
+    steps = {name: step_timer(f"image/{name}-digits", BATCH)[0] for name in NAMES}
     for name, step in steps.items():
         for k in range(WARMUP):
             step(k)
     times: dict[str, list[float]] = {name: [] for name in NAMES}
     for _ in range(ROUNDS):
         for name, step in steps.items():
-            for k in range(STEPS):
-                began = time.perf_counter()
-                step(k)
-                times[name].append(time.perf_counter() - began)
+            times[name] += [step(k) for k in range(STEPS)]
     base = statistics.median(times["mae"])
     print(f"{'objective':<10} {'ms/step':>8} {'vs mae':>7}   (batch {BATCH}, 16 tokens, 1 thread)")
     for name in NAMES:

@@ -93,13 +93,15 @@ def arm_recipe(recipe: str, replace: dict[str, Any], path: Path) -> Path:
     return path
 
 
-def step_timer(path: Path):
+def step_timer(recipe_name: str, batch_size: int | None = None):
+    """A function timing one training step of the recipe (``batch_size``: its own by default)
+    on one fixed batch, and the loaded recipe."""
     registry = get_registry()
-    recipe = load_recipe(str(path), [], registry)
+    recipe = load_recipe(recipe_name, [], registry)
     torch.manual_seed(0)
     parts = build_all(recipe, registry)
     tokens = TokenDataset(parts.dataset, parts.modality)
-    size = min(recipe.train.batch_size, len(parts.dataset))
+    size = min(batch_size or recipe.train.batch_size, len(parts.dataset))
     batch = collate_tokens([tokens[(i, i)] for i in range(size)])
     objective = parts.objective.train()
     optimizer = make_optimizer(objective, recipe.optim, peak_lr(recipe.optim, size), torch.device("cpu"))
@@ -120,7 +122,7 @@ def step_timer(path: Path):
 
 def measure(paths: dict[str, Path], rounds: int = 5, steps: int = 4) -> tuple[dict[str, float], dict[str, Any]]:
     torch.set_num_threads(1)
-    timers = {label: step_timer(path) for label, path in paths.items()}
+    timers = {label: step_timer(str(path)) for label, path in paths.items()}
     for step, _ in timers.values():
         for k in range(2):
             step(k)
