@@ -10,14 +10,33 @@ method against your modality (the langchain-tests pattern)::
 
         def make_dataset(self, tmp_path):  # pytest's tmp_path, for files and caches
             return UEAEEG("EyesOpenShut")
+
+``test_shipped_recipes_train`` trains every recipe the installed plugins ship for this modality
+(recipes whose ``modality.name`` is the modality's ``name``) for two steps on ``make_dataset``'s
+data, in-process, and fails naming each recipe that does not finish with a finite loss and a
+checkpoint. The recipe keeps its components (modality, masker, encoder, objective and their
+settings) but is made tiny and fast by overrides: ``train.steps=2``, a batch of
+``train_batch_size``, no micro-batching, validation at the end only, no probes or plots, CPU;
+the encoder ``dim=32, depth=1, heads=2``; the objective's decoder, predictor, projector and head
+sizes (``decoder_*``, ``pred_*``, ``out_dim``, ``hidden_dim``, ...) shrunk where its factory has
+them, and iBOT's local crops cut to two. The recipe's data set is replaced by the kit's (its
+``data.num_workers``, ``val_fraction`` and ``split`` are set for a few samples), so paper settings
+(ViT-B, data under ``data.root``) train too. No modality size is shrunk: with the encoder shrunk,
+even CT's 96-voxel crops train fast. ``recipe_overrides`` adds overrides
+for a plugin whose recipes need them to fit its test data (a modality setting tied to the data,
+such as a sampling rate); ``train_recipes = False`` in a second subclass of the same modality
+removes the test from it, so the recipes are not trained twice. ``make_registry`` gives the
+registry the recipes come from (default: the installed plugins').
 """
 
 from __future__ import annotations
 
+import traceback
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pytest
 import torch
 
 from omnissl.maskers import RandomMasker
@@ -32,12 +51,26 @@ class ModalityConformance:
     """Checks of the modality contract; subclasses provide a modality and a small data set."""
 
     batch_size = 4
+    train_recipes = True  # test_shipped_recipes_train; False in a second subclass of the same modality
+    train_batch_size = 2
+    recipe_overrides: tuple[str, ...] = ()  # key=value overrides every recipe of this modality gets
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if not cls.train_recipes:  # not collected at all (no skip): another subclass trains the recipes
+            cls.test_shipped_recipes_train = None  # type: ignore[assignment]
 
     def make_modality(self) -> Modality:
         raise NotImplementedError
 
     def make_dataset(self, tmp_path: Path) -> Any:
         raise NotImplementedError
+
+    def make_registry(self) -> Any:
+        """The registry whose recipes and components test_shipped_recipes_train uses: the installed plugins'."""
+        from omnissl.plugins import get_registry
+
+        return get_registry()
 
     def _batch(self, tmp_path: Path, augment: bool) -> tuple[Modality, TokenBatch]:
         modality = self.make_modality()
@@ -110,3 +143,63 @@ class ModalityConformance:
         assert torch.allclose(objective(poisoned, mask).loss, loss, rtol=1e-5, atol=1e-6)
         loss.backward()
         assert all(p.grad is None or torch.isfinite(p.grad).all() for p in objective.parameters())
+
+    def test_shipped_recipes_train(self, tmp_path: Path) -> None:
+        """Every recipe shipped for this modality trains two tiny steps on the kit's data set."""
+        from omnissl.recipe import load_recipe, load_yaml, recipe_index
+        from omnissl.train.loop import train
+
+        registry = self.make_registry()
+        name = self.make_modality().name
+        recipes = {}
+        for recipe_name, path in recipe_index(registry).items():
+            raw, _ = load_yaml(path)
+            if isinstance(raw.get("modality"), dict) and raw["modality"].get("name") == name:
+                recipes[recipe_name] = raw
+        if not recipes:
+            pytest.skip(f"no installed recipe uses modality {name!r}")
+        dataset = self.make_dataset(tmp_path)
+        failures = []
+        for recipe_name, raw in recipes.items():
+            try:
+                overrides = tiny_overrides(raw, registry, self.train_batch_size) + list(self.recipe_overrides)
+                recipe = load_recipe(recipe_name, overrides, registry)
+                out = tmp_path / "runs" / recipe_name.replace("/", "_")
+                torch.manual_seed(0)
+                metrics = train(recipe, registry, out, dataset=dataset)
+                loss = metrics.get("loss")
+                if loss is None or not np.isfinite(loss):
+                    raise AssertionError(f"final loss is {loss!r} (metrics {metrics})")
+                if not (out / "checkpoints" / "last.pt").is_file():
+                    raise AssertionError(f"no checkpoint at {out / 'checkpoints' / 'last.pt'}")
+            except Exception as exc:  # every recipe is tried; the test names each one that failed
+                frame = traceback.extract_tb(exc.__traceback__)[-1]
+                failures.append(f"{recipe_name}: {type(exc).__name__}: {exc} (raised at {frame.filename}:"
+                                f"{frame.lineno})")
+        assert not failures, f"{len(failures)} of {len(recipes)} shipped {name!r} recipes do not train:\n" + \
+            "\n".join(failures)
+
+
+# Sizes a recipe's components shrink to in test_shipped_recipes_train, when their factory has the option.
+TINY_ENCODER = {"dim": 32, "depth": 1, "heads": 2}
+TINY_OBJECTIVE = {"decoder_dim": 16, "decoder_depth": 1, "decoder_heads": 2,  # MAE, data2vec 2.0, denoising
+                  "pred_dim": 16, "pred_depth": 1, "pred_heads": 2,  # I-JEPA's predictor
+                  "out_dim": 64, "patch_out_dim": 64, "hidden_dim": 32, "bottleneck_dim": 16,  # DINO/iBOT heads
+                  "local_views": 2,
+                  "proj_dim": 16, "proj_hidden": 32, "num_slices": 16,  # LeJEPA's projector and sketch
+                  "masks_per_sample": 2, "top_k": 1}  # data2vec 2.0: top_k <= the encoder's depth
+
+
+def tiny_overrides(raw: dict[str, Any], registry: Any, batch_size: int) -> list[str]:
+    """Overrides that keep a recipe's components but make it train two fast steps on a few samples."""
+    from omnissl.recipe import factory_parameters
+
+    out = ["train.steps=2", f"train.batch_size={batch_size}", "train.micro_batch_size=null", "train.val_every=0",
+           "train.val_batches=1", "train.log_every=1", "train.ckpt_every=2", "train.keep_checkpoints=null",
+           "train.compile=false", "train.strategy=auto", "train.device=cpu", "train.precision=fp32",
+           "optim.warmup_steps=0", "probe.enabled=false", "viz.enabled=false",
+           "data.num_workers=0", "data.val_fraction=0.25", "data.split=auto"]
+    for section, kind, tiny in (("encoder", "encoders", TINY_ENCODER), ("objective", "objectives", TINY_OBJECTIVE)):
+        params = factory_parameters(registry.get(kind, raw[section]["name"]), kind)
+        out += [f"{section}.{key}={value}" for key, value in tiny.items() if key in params]
+    return out

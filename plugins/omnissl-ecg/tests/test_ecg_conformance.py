@@ -17,6 +17,8 @@ from omnissl_ecg.leads import DIRECTIONS, KIND_VOCAB, LEADS, OTHER
 class TestECGConformance(ModalityConformance):
     """Mixed lead sets: a batch pads 1-lead windows to the 12-lead ones' token count."""
 
+    recipe_overrides = ("modality.sfreq=250.0",)  # the shipped recipes train on these 250 Hz windows
+
     @pytest.fixture(autouse=True)
     def _records(self, mixed_folder):
         self.folder = mixed_folder  # the session's real records (conftest.py)

@@ -17,6 +17,8 @@ class TestImageConformance(ModalityConformance):
 
 
 class TestDigitsConformance(ModalityConformance):
+    train_recipes = False  # the image recipes train once, in TestImageConformance
+
     def make_modality(self):
         return ImageModality(image_size=8, patch_size=2, channels=1, hflip=False)
 
