@@ -171,7 +171,13 @@ def test_run_from_shards_matches_the_map_style_run_and_resumes_exactly_after_sig
     monkeypatch.delenv("KILL_AT_STEP")
     result = run_cli(killed, "train", *from_shards, "--resume")
     assert result.returncode == 0, result.stderr
-    assert losses(killed) == losses(tmp_path / "straight")
+    # exact against an uninterrupted run in a process like the killed one's: an in-process run
+    # may use another torch thread count (an earlier test may have set it), which moves the
+    # last bits of CPU reductions
+    assert run_cli(tmp_path / "uninterrupted", "train", *from_shards).returncode == 0
+    assert losses(killed) == losses(tmp_path / "uninterrupted")
+    assert [r["loss"] for r in losses(killed)] == pytest.approx([r["loss"] for r in losses(tmp_path / "straight")],
+                                                                rel=1e-5)
 
 
 @pytest.fixture(scope="module")
