@@ -36,7 +36,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pytest
 import torch
 
 from omnissl.maskers import RandomMasker
@@ -156,8 +155,8 @@ class ModalityConformance:
             raw, _ = load_yaml(path)
             if isinstance(raw.get("modality"), dict) and raw["modality"].get("name") == name:
                 recipes[recipe_name] = raw
-        if not recipes:
-            pytest.skip(f"no installed recipe uses modality {name!r}")
+        assert recipes, (f"no installed recipe uses modality {name!r}: ship at least a demo recipe in the plugin's "
+                         "recipes folder (docs/plugin-guide.md), or set train_recipes = False on this subclass")
         dataset = self.make_dataset(tmp_path)
         failures = []
         for recipe_name, raw in recipes.items():
