@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import errno
 import hashlib
-import os
 import pickle
 from pathlib import Path
 from typing import Any, Callable
@@ -70,24 +69,21 @@ def write_text_atomic(path: Path, text: str, what: str = "file") -> Path:
 
 
 def write_atomic(path: Path, write: Callable[[Any], None], what: str) -> Path:
-    """Write ``path`` through a temporary file in the same folder, then rename it into place."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
+    """Write ``path`` atomically through :func:`omnissl.cache.atomic_file` (a uniquely named
+    temporary sibling, fsync, rename, fsync of the folder); a failed write is a
+    :class:`TrainingError` that says what of the run is intact and how to continue."""
+    from omnissl.cache import WriteError, atomic_file
+
     try:
-        with open(tmp, "wb") as handle:
+        with atomic_file(path, what) as handle:
             write(handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException as exc:
-        tmp.unlink(missing_ok=True)
-        if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+    except WriteError as exc:
+        cause = exc.__cause__ if isinstance(exc.__cause__, OSError) else exc
+        if cause.errno in (errno.ENOSPC, errno.EDQUOT):
             kept = f"the previous {what} at {path} is intact" if path.exists() else f"no earlier {what} exists"
             raise TrainingError(f"no space left on the disk of {path.parent} while writing {path}; {kept}. "
                                 f"Free some space, then continue with --resume") from exc
-        if isinstance(exc, OSError):
-            raise TrainingError(f"cannot write {path}: {exc.strerror or exc}") from exc
-        raise
+        raise TrainingError(f"cannot write {path}: {cause.strerror or cause}") from exc
     return path
 
 
