@@ -28,8 +28,8 @@ from omnissl.recipe import Recipe
 from omnissl.train import distributed
 from omnissl.train.checkpoint import (ENCODER, LAST, full_model_state, load_checkpoint, load_sharded, remove_sharded,
                                       save_checkpoint, save_sharded, save_weights)
-from omnissl.train.data import (RankBatchSampler, SeededBatchSampler, TokenDataset, fixed_batches, held_out_split,
-                                label_subset, make_loader, step_generator, task_of, validate_tokens)
+from omnissl.train.data import (HeldOutSplit, RankBatchSampler, SeededBatchSampler, TokenDataset, fixed_batches,
+                                held_out_split, label_subset, make_loader, step_generator, task_of, validate_tokens)
 from omnissl.train.distributed import Dist, all_reduce, full_value
 from omnissl.train.logger import TrainLogger
 from omnissl.train.optim import lr_at, make_optimizer, peak_lr
@@ -41,7 +41,6 @@ from omnissl.research.forgetting import PHASES_LOG, phase_probe_records
 from omnissl.research.phases import (DEFAULT_REPLAY_SIZE, PhasedBatchSampler, PhaseSplit, build_phases,
                                      parse_phases, probe_plan, split_phases)
 from omnissl.research.select import restrict_to_subset
-from omnissl.train.data import HeldOutSplit
 
 
 @dataclass
