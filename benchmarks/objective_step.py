@@ -25,9 +25,12 @@ both alike; medians after warm-up are reported.
   96 px crops; omnissl: 6x6-token boxes at random places), so both encoders see the same number
   of tokens (lightly adds its class token to each view). The MIM mask of the global views is
   lightly's ``random_block_mask`` (DINOv2's: half the views masked, 10-50 % of their tokens),
-  the same boolean mask on both sides.
+  the same boolean mask on both sides. Both sides run the patch head, student's and teacher's,
+  on the hidden tokens only and centre the patch targets over them (DINOv2's choice; lightly's
+  example and omnissl's ``ibot``), so they do the same work (``--flops``).
 
-    OMP_NUM_THREADS=2 python benchmarks/objective_step.py                 # CPU, and CUDA when present
+    OMP_NUM_THREADS=1 python benchmarks/objective_step.py                 # CPU, and CUDA when present
+    python benchmarks/objective_step.py --objectives ibot --steps 3 --warmup 1
     python benchmarks/objective_step.py --objectives ijepa --steps 6 --warmup 2
     python benchmarks/objective_step.py --quick                           # tiny smoke test, seconds
     python benchmarks/objective_step.py --batch 4 --steps 1 --warmup 0 --flops   # work per step, each side

@@ -16,6 +16,7 @@ from omnissl import Tokens, collate_tokens
 from omnissl.encoders import TokenEncoder
 from omnissl.errors import RecipeError
 from omnissl.maskers import AttentionMasker, RandomMasker
+from omnissl.maskers.base import Mask
 from omnissl.objectives import IBOT
 from omnissl.objectives.ibot import select_views
 from omnissl.tokens import gather_rows
@@ -115,6 +116,72 @@ def test_padding_never_enters_the_loss(masker):
     torch.testing.assert_close(objective(poisoned, again).loss, out.loss)
 
 
+@pytest.mark.parametrize("head_norm", ["none", "batch"])
+def test_patch_loss_and_centre_read_hidden_tokens_only(head_norm):
+    # The patch heads see the hidden tokens only (DINOv2's choice): the teacher's output at a
+    # visible token or at a view's filler, and the student's at a visible token, change neither
+    # the MIM loss nor the patch centre, even with batch statistics in the heads; the teacher's
+    # output at a hidden token changes both.
+    objective = build(head_norm=head_norm, center_momentum=0.5)
+    batch = collate_tokens(SAMPLES)
+    views = objective.make_mask(batch, RandomMasker(0.5), torch.Generator().manual_seed(0))
+    glob = select_views(batch, views.global_idx, views.global_pad)
+    hidden, filler = views.mask.hidden, views.global_pad
+    assert hidden.any() and (~hidden & ~filler).any() and filler.any()
+    teacher = objective.teacher(glob.values, glob.coords, glob.kinds, glob.pad)
+
+    def run(features, student_offset=None):
+        objective.patch_center.zero_()
+        views.teacher_features = features
+        handle = None
+        if student_offset is not None:  # changes the student's global-view features (its first call)
+            calls = []
+
+            def hook(module, args, output):
+                calls.append(1)
+                return output + student_offset if len(calls) == 1 else output
+
+            handle = objective.encoder.register_forward_hook(hook)
+        out = objective(batch, views)
+        if handle is not None:
+            handle.remove()
+        return out.metrics["loss_mim"], objective.patch_center.clone(), out.metrics["loss_dino"]
+
+    mim, centre, dino = run(teacher)
+    assert mim > 0 and centre.abs().sum() > 0
+    for where in (~hidden & ~filler, filler):
+        changed = teacher.clone()
+        changed[where] = torch.randn_like(changed[where]) * 10
+        again, again_centre, _ = run(changed)
+        torch.testing.assert_close(again, mim)
+        torch.testing.assert_close(again_centre, centre)
+    offset = torch.zeros_like(teacher)
+    offset[~hidden & ~filler] = 5.0
+    again, _, again_dino = run(teacher, offset)
+    torch.testing.assert_close(again, mim)
+    assert not torch.isclose(again_dino, dino)  # the same offset does reach the pooled (DINO) term
+    changed = teacher.clone()
+    changed[hidden] = torch.randn_like(changed[hidden]) * 10
+    again, again_centre, _ = run(changed)
+    assert not torch.isclose(again, mim) and not torch.allclose(again_centre, centre)
+
+
+@pytest.mark.parametrize("head_norm", ["none", "batch"])
+def test_nothing_hidden_gives_a_zero_patch_loss_and_keeps_the_patch_centre(head_norm):
+    objective = build(head_norm=head_norm, shared_head=False)
+    batch = collate_tokens(SAMPLES)
+    views = objective.make_mask(batch, RandomMasker(0.5), torch.Generator().manual_seed(0))
+    views.mask = Mask.from_hidden(torch.zeros_like(views.global_pad), views.global_pad)
+    with torch.no_grad():
+        objective.patch_center.fill_(0.25)
+    out = objective(batch, views)
+    assert out.metrics["loss_mim"] == 0 and torch.isfinite(out.loss)
+    out.loss.backward()
+    assert all(torch.isfinite(p.grad).all() for p in objective.heads.parameters() if p.grad is not None)
+    assert torch.equal(objective.patch_center, torch.full_like(objective.patch_center, 0.25))
+    assert objective.center.abs().sum() > 0  # the pooled centre still moves
+
+
 def test_attention_masking_uses_the_teachers_attention_once():
     objective = build().eval()
     batch = collate_tokens(SAMPLES[:3])
@@ -146,7 +213,7 @@ def test_centres_update_in_training_are_saved_and_the_teacher_follows():
     with torch.no_grad():
         teacher = objective.encoder(glob.values, glob.coords, glob.kinds, glob.pad)
         pooled = objective.heads["pooled"](TokenEncoder.pool(teacher, glob.pad))
-        patch = objective.heads["pooled"](teacher)[~glob.pad]
+        patch = objective.heads["pooled"](teacher)[views.mask.hidden]  # the hidden tokens only
     torch.testing.assert_close(objective.center, 0.5 * pooled.mean(0))
     torch.testing.assert_close(objective.patch_center, 0.5 * patch.mean(0))
     assert all(p.grad is not None for p in objective.heads.parameters())

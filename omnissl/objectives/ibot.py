@@ -19,9 +19,29 @@ going uniform (docs/objectives.md).
   (temperature ``teacher_temp``) and the student's softmax (``student_temp``) of every other view.
 * **MIM loss**: the student sees each global view with the masker's hidden tokens replaced by
   the mask token (dense mode); at the hidden positions its patch distributions match the
-  teacher's of the unmasked view (centred and sharpened the same way).
+  teacher's of the unmasked view (centred and sharpened the same way), averaged over each
+  view's hidden tokens, then over the views that have any.
 * **centres**: running means of the teacher's outputs (``center_momentum``), buffers of the
   objective, so they are in every checkpoint and ``--resume`` is exact.
+
+**The patch heads see the hidden tokens only**, student and teacher, and the patch centre is the
+mean of the teacher's outputs at those tokens, as DINOv2 does (Oquab et al., "DINOv2: Learning
+Robust Visual Features without Supervision", TMLR 2024: its teacher gathers the masked patch
+tokens before its iBOT head, and its patch centre is updated from them). iBOT's released code
+projects every patch token of the teacher's global views and centres over all of them, but only
+the hidden ones are ever targets: with ``head_norm: none`` the loss at a given centre is the
+same, and what changes is the centre's population (the teacher's outputs at hidden positions,
+the distribution the targets are drawn from, rather than at all positions of the view). With
+``head_norm: batch`` the patch heads' batch statistics are now over the hidden tokens for both
+networks (the student's already were). The teacher's patch head was the largest cost of the step
+(an MLP to ``out_dim`` prototypes on 2·G tokens per sample, more than the teacher's encoder for
+a ViT-Tiny; BENCHMARKS.md, ``objective_step.py``). The hidden tokens of all views are packed
+into one set of rows (no per-view filler), and where one head without batch statistics serves
+both levels (``shared_head``, ``head_norm: none``) pooled and patch rows go through it in one
+call.
+Checkpoints keep the same state; a run resumed from one written before this change starts from
+a patch centre averaged over all tokens, which the running mean replaces within a few tens of
+steps (``center_momentum`` 0.9).
 
 ``make_mask`` draws the views and the MIM mask of the global views. With ``masker: attention``
 (AttMask, Kakogeorgiou et al., ECCV 2022) it first runs the teacher on the global views to get
@@ -47,7 +67,7 @@ from omnissl.modality import Modality
 from omnissl.objectives.base import Objective, ObjectiveOutput
 from omnissl.objectives.ema import EMATeacher
 from omnissl.recipe import Range
-from omnissl.tokens import TokenBatch, gather_rows
+from omnissl.tokens import TokenBatch
 
 GLOBAL_VIEWS = 2
 HeadNorm = Literal["none", "batch"]
@@ -71,6 +91,8 @@ class BatchStandardize(nn.Module):
 
     def forward(self, x: Tensor, real: Tensor | None = None) -> Tensor:
         rows = x.reshape(-1, x.shape[-1])
+        if rows.shape[0] == 0:  # no rows (a batch without hidden tokens): no statistics to take
+            return x * self.weight + self.bias
         chosen = rows if real is None else rows[real.reshape(-1)]
         if chosen.shape[0] == 0:
             chosen = rows
@@ -109,6 +131,7 @@ class ProjectionHead(nn.Module):
             mods.append(nn.GELU())
             width = hidden_dim
         mods.append(nn.Linear(width, bottleneck_dim))
+        self.norm = norm
         self.mlp = nn.Sequential(*mods)
         self.prototypes = nn.Parameter(torch.empty(out_dim, bottleneck_dim))
         self.mlp.apply(init_weights)
@@ -121,6 +144,14 @@ class ProjectionHead(nn.Module):
             x = layer(x, real) if isinstance(layer, BatchStandardize) else layer(x)
         z = F.normalize(x, dim=-1)
         return F.linear(z, F.normalize(self.prototypes, dim=-1))
+
+    def project(self, parts: Sequence[Tensor]) -> list[Tensor]:
+        """Each (rows, in_dim) part projected as by :meth:`forward` on its own. Without batch
+        statistics the rows are independent, so the parts go through in one call (larger
+        matrix products); with ``norm: batch`` each part keeps its own statistics."""
+        if self.norm == "batch" or len(parts) == 1:
+            return [self(part) for part in parts]
+        return list(self(torch.cat(list(parts))).split([part.shape[0] for part in parts]))
 
 
 @dataclass
@@ -293,9 +324,6 @@ class IBOT(Objective):
         share = done / span if span > 0 else 0.0
         return self.warmup_teacher_temp + (self.teacher_temp - self.warmup_teacher_temp) * share
 
-    def patch_head(self, heads: nn.ModuleDict) -> nn.Module:
-        return heads["pooled"] if self.shared_head else heads["patch"]
-
     def forward(self, batch: TokenBatch, views: IBOTViews) -> ObjectiveOutput:
         b = batch.batch_size
         if views.global_idx.shape[0] != GLOBAL_VIEWS * b:
@@ -310,21 +338,29 @@ class IBOT(Objective):
             local = select_views(batch, views.local_idx, views.local_pad)
             feats = self.encoder(local.values, local.coords, local.kinds, local.pad, local.attn_bias)
             pooled.append(TokenEncoder.pool(feats, local.pad))
+        # The MIM loss's tokens, packed: H rows over all views (a mask never hides filler; the & is
+        # a guard). Only these go through the patch heads (DINOv2's choice, module docstring).
+        hidden = mask.hidden & ~glob.pad  # [2B, G]
+        where = hidden.reshape(-1).nonzero().squeeze(1)  # [H] positions in the flattened views
+        count = hidden.sum(1)  # [2B] hidden tokens per view
+        separate = not self.shared_head
         with torch.no_grad():
             teacher = views.teacher_features
             if teacher is None:
                 teacher = self.teacher(glob.values, glob.coords, glob.kinds, glob.pad, glob.attn_bias)
             heads = self.teacher_heads.module
-            t_pooled = heads["pooled"](TokenEncoder.pool(teacher, glob.pad)).float()  # [2B, K]
-            t_patch = self.patch_head(heads)(teacher, ~glob.pad).float()  # [2B, G, Kp]
+            t_rows = [TokenEncoder.pool(teacher, glob.pad), teacher.flatten(0, 1).index_select(0, where)]
+            t_pooled, t_patch = self.project(heads, t_rows, separate)  # [2B, K], [H, Kp]
+            t_pooled, t_patch = t_pooled.float(), t_patch.float()
             temp = self.temperature()
             t_probs = F.softmax((t_pooled - self.center) / temp, dim=-1).view(b, GLOBAL_VIEWS, -1)
-            # Only the hidden tokens' distributions are targets: softmax those alone (row-wise, so the
-            # same values), not all 2B * G of them.
-            target = F.softmax((gather_rows(t_patch, mask.hidden_idx) - self.patch_center) / temp, dim=-1)
+            target = F.softmax((t_patch - self.patch_center) / temp, dim=-1)  # [H, Kp]
+
+        s_rows = [torch.cat(pooled), student.flatten(0, 1).index_select(0, where)]
+        s_pooled, s_patch = self.project(self.heads, s_rows, separate)
 
         # DINO: each global teacher view against every other student view.
-        s_pooled = F.log_softmax(self.heads["pooled"](torch.cat(pooled)).float() / self.student_temp, dim=-1)
+        s_pooled = F.log_softmax(s_pooled.float() / self.student_temp, dim=-1)
         s_global = s_pooled[:GLOBAL_VIEWS * b].view(b, GLOBAL_VIEWS, -1)
         s_local = [s_pooled[GLOBAL_VIEWS * b:].view(b, self.local_views, -1)[:, j] for j in range(self.local_views)]
         terms = []
@@ -335,22 +371,18 @@ class IBOT(Objective):
         entropy = -(t_probs * t_probs.clamp(min=1e-30).log()).sum(-1).mean()  # each teacher view in as many terms
 
         # MIM: at each global view's hidden tokens, the student's patch distribution vs the teacher's.
-        s_patch = self.patch_head(self.heads)(gather_rows(student, mask.hidden_idx), ~mask.hidden_pad).float()
-        # target: [2B, M, Kp], the teacher's centred, sharpened distributions at the hidden tokens
-        per_token = -(target * F.log_softmax(s_patch / self.student_temp, dim=-1)).sum(-1)  # [2B, M]
-        real = (~mask.hidden_pad).float()
-        count = real.sum(1)
-        masked = count > 0
+        per_token = -(target * F.log_softmax(s_patch.float() / self.student_temp, dim=-1)).sum(-1)  # [H]
+        weight = (1.0 / count.clamp(min=1).float()).index_select(0, where // hidden.shape[1])  # [H]
+        masked_views = (count > 0).sum().clamp(min=1)
 
         def per_view_mean(values: Tensor) -> Tensor:  # mean over each view's hidden tokens, then over views
-            per_view = (values * real).sum(1) / count.clamp(min=1)
-            return per_view[masked].mean() if bool(masked.any()) else values.sum() * 0.0
+            return (values * weight).sum() / masked_views  # 0 (with gradients) when nothing is hidden
 
         loss_mim = per_view_mean(per_token)
         patch_entropy = per_view_mean(-(target * target.clamp(min=1e-30).log()).sum(-1))
 
         if self.training:
-            self.update_centers(t_pooled, t_patch, glob.pad)
+            self.update_centers(t_pooled, t_patch)
         loss = loss_dino + self.lambda_mim * loss_mim
         # The cross-entropies' floors are the teacher's entropies; what is left is the KL divergence
         # the student can still close (DINO monitors both, Caron et al. 2021, Sec. 5.3).
@@ -359,23 +391,31 @@ class IBOT(Objective):
                                       "kl_mim": (loss_mim - patch_entropy).detach(),
                                       "teacher_entropy": entropy.detach()})
 
+    def project(self, heads: nn.ModuleDict, rows: list[Tensor], separate: bool) -> list[Tensor]:
+        """(pooled rows, patch rows) through the pooled and patch heads: two heads, or one head
+        for both (one call where it has no batch statistics)."""
+        if separate:
+            return [heads["pooled"](rows[0]), heads["patch"](rows[1])]
+        return heads["pooled"].project(rows)
+
     @torch.no_grad()
-    def update_centers(self, t_pooled: Tensor, t_patch: Tensor, pad: Tensor) -> None:
-        """Running means of the teacher's outputs (DINO's centring), over the batch's global views
-        and, for patches, over their real tokens. Under torch.distributed the means are over every
-        process's batch (summed with one all-reduce, as DINO's), so the centres stay equal on all
-        ranks."""
+    def update_centers(self, t_pooled: Tensor, t_patch: Tensor) -> None:
+        """Running means of the teacher's outputs (DINO's centring): over the batch's global views
+        and, for patches, over the hidden tokens (the rows of ``t_patch``, DINOv2's choice). A
+        batch without hidden tokens leaves the patch centre as it is. Under torch.distributed the
+        means are over every process's batch (summed with one all-reduce, as DINO's), so the
+        centres stay equal on all ranks."""
         m = self.center_momentum
-        real = (~pad).float()[..., None]
-        sums = torch.cat([t_pooled.float().sum(dim=0), (t_patch.float() * real).sum(dim=(0, 1)),
-                          real.new_full((1,), float(t_pooled.shape[0])), real.sum().reshape(1)])
+        sums = torch.cat([t_pooled.float().sum(dim=0), t_patch.float().sum(dim=0),
+                          t_pooled.new_tensor([float(t_pooled.shape[0]), float(t_patch.shape[0])], dtype=torch.float)])
         if torch.distributed.is_available() and torch.distributed.is_initialized():
             torch.distributed.all_reduce(sums)
         d = self.center.shape[0]
         pooled_mean = sums[:d] / sums[-2].clamp(min=1)
         patch_mean = sums[d:-2] / sums[-1].clamp(min=1)
         self.center.mul_(m).add_(pooled_mean, alpha=1.0 - m)
-        self.patch_center.mul_(m).add_(patch_mean, alpha=1.0 - m)
+        patch_m = torch.where(sums[-1] > 0, m, 1.0)  # no hidden token anywhere: keep the centre
+        self.patch_center.mul_(patch_m).add_(patch_mean * (1.0 - patch_m))
 
     def after_step(self, step: int, total_steps: int) -> None:
         """The teacher (encoder and heads) follows the student; the warm-up's clock advances."""
