@@ -72,3 +72,31 @@ def test_compare_refuses_mixed_metrics_and_unprobed_runs(tmp_path):
         compare_runs([tmp_path / "empty"])
     with pytest.raises(OmnisslError, match="not a run folder"):
         compare_runs([tmp_path / "nothing"])
+
+
+def test_finals_correlate_each_runs_last_point(tmp_path):
+    # three runs, each with kept checkpoints and a last point; finals = one point per run
+    fake_run(tmp_path / "s", [(10, 3.0, 0.2), (20, 2.0, 0.5)])           # last: step 20, loss 2.0, 0.5
+    fake_run(tmp_path / "m", [(10, 2.9, 0.3)], final=(30, 1.5, 0.4))     # last: the final encoder
+    fake_run(tmp_path / "l", [(10, 2.8, 0.1), (20, 1.0, 0.6)])           # last: step 20, loss 1.0, 0.6
+    result = compare_runs([tmp_path / d for d in ("s", "m", "l")])
+    # losses 2.0, 1.5, 1.0 rank 3, 2, 1; scores 0.5, 0.4, 0.6 rank 2, 1, 3: d^2 = 1 + 1 + 4 -> rho = 1 - 36/24
+    assert result.finals.points == 3 and result.finals.rho == pytest.approx(1 - 6 * 6 / (3 * 8))
+    assert main(["compare", *(str(tmp_path / d) for d in ("s", "m", "l")), "--out", str(tmp_path / "cmp")]) == 0
+    saved = json.loads((tmp_path / "cmp" / "compare.json").read_text())
+    assert saved["finals"]["points"] == 3 and math.isclose(saved["finals"]["rho"], -0.5)
+    assert "| final encoders (each run's last point) | 3 | -0.500 |" in (tmp_path / "cmp" / "compare.md").read_text()
+
+
+def test_one_run_probed_in_two_metrics_is_refused_and_rmse_compares_r2(tmp_path):
+    fake_run(tmp_path / "a", [(10, 3.0, 0.1), (20, 2.0, 0.2)])
+    with open(tmp_path / "a" / "probes.jsonl", "a") as handle:  # step 20 probed again in another metric
+        handle.write(json.dumps({"step": 20, "linear": 0.3, "knn": 0.1, "metric": "balanced_accuracy"}) + "\n")
+    with pytest.raises(OmnisslError, match=r"a's probes use different metrics: accuracy \(probes.jsonl step 10\), "
+                                           r"balanced_accuracy \(probes.jsonl step 20\)"):
+        compare_runs([tmp_path / "a"])
+    # probe.metric=rmse keeps R^2 in linear/knn (the RMSE is in *_rmse): it compares with an r2 run, as r2
+    fake_run(tmp_path / "r", [(10, 3.0, 0.1), (20, 2.0, 0.2)], metric="rmse")
+    fake_run(tmp_path / "q", [(10, 3.0, 0.15)], final=(20, 1.0, 0.5), metric="r2")
+    result = compare_runs([tmp_path / "r", tmp_path / "q"])
+    assert result.metric == "r2" and [p.score for p in result.points] == [0.1, 0.2, 0.15, 0.5]

@@ -5,9 +5,10 @@ Modeling", CVPR 2023) found the pre-training validation loss a good indicator of
 quality across model and data sizes. This gathers, for several runs, the validation loss and
 the linear- or k-NN-probe score at every kept checkpoint (``probes.jsonl``, written by
 ``omnissl probe RUN --all-checkpoints``) and at the end (``metrics.jsonl`` + ``probe.json``),
-and reports Spearman's rank correlation between them, over all runs and within each run. A
-reliable indicator gives rho near -1: a lower loss ranks with a higher score (accuracy and R^2,
-the probes' metrics, grow with quality).
+and reports Spearman's rank correlation between them, over all runs, within each run (over
+training time), and over the runs' final encoders (one point per run: the scaling study's
+question, across model sizes and training lengths). A reliable indicator gives rho near -1: a
+lower loss ranks with a higher score (accuracy and R^2, the probes' metrics, grow with quality).
 
 Writes into ``--out``: ``compare.md`` and ``compare.csv`` (one row per point), ``compare.json``
 (the rows and the correlations) and ``val_loss_vs_probe.png`` (one point per checkpoint, one
@@ -31,6 +32,13 @@ from omnissl.eval.probe import PROBES_LOG
 from omnissl.train.runfolder import METRICS, read_metrics
 
 PROBES = ("linear", "knn")
+
+
+def scored_metric(metric: str | None) -> str | None:
+    """The metric of the ``linear``/``knn`` scores a probe record holds: its ``metric``, except that
+    ``probe.metric=rmse`` keeps R^2 there (the RMSE is beside it, under ``*_rmse``), so every score
+    compared grows with quality."""
+    return "r2" if metric == "rmse" else metric
 
 
 @dataclass
@@ -88,11 +96,12 @@ def run_points(run_dir: Path, probe: str = "linear", name: str | None = None) ->
     log = run_dir / PROBES_LOG
     for record in read_metrics(log) if log.is_file() else []:
         by_step[int(record["step"])] = record
-    metric = None
+    metrics_seen: dict[str, str] = {}  # metric -> where it was first seen
     points = []
     for step in sorted(by_step):
         record = by_step[step]
-        metric = metric or record.get("metric")
+        if record.get("metric"):
+            metrics_seen.setdefault(scored_metric(record["metric"]), f"{log.name} step {step}")
         loss = record.get("val_loss")
         loss = val.get(step) if loss is None else float(loss)
         scores = {p: float(record[p]) for p in PROBES if p in record}
@@ -101,11 +110,17 @@ def run_points(run_dir: Path, probe: str = "linear", name: str | None = None) ->
     report = json.loads(final.read_text()) if final.is_file() else {}
     if "pretrained" in report:
         step = max(val) if val else max((int(r["step"]) for r in metrics if "step" in r), default=0)
-        metric = metric or report.get("metric")
         if step not in by_step:
+            if report.get("metric"):
+                metrics_seen.setdefault(scored_metric(report["metric"]), "probe.json")
             scores = {p: float(report["pretrained"][p]) for p in PROBES if p in report["pretrained"]}
             points.append(Point(name, step, "final", val.get(step), scores.get(probe), scores))
-    return points, metric
+    if len(metrics_seen) > 1:  # one run's points scored in different metrics cannot be ranked together
+        seen = ", ".join(f"{m} ({where})" for m, where in metrics_seen.items())
+        raise OmnisslError(f"{run_dir}'s probes use different metrics: {seen}; probe every checkpoint again with "
+                           f"one probe.metric (`omnissl probe {run_dir} --all-checkpoints`: the last line of a "
+                           f"step wins)")
+    return points, next(iter(metrics_seen), None)
 
 
 @dataclass
@@ -115,6 +130,7 @@ class Comparison:
     probe: str
     overall: Correlation
     per_run: dict[str, Correlation]
+    finals: Correlation  # over each run's last point (its final encoder)
 
 
 def compare_runs(run_dirs: Sequence[Path], probe: str = "linear") -> Comparison:
@@ -137,7 +153,11 @@ def compare_runs(run_dirs: Sequence[Path], probe: str = "linear") -> Comparison:
     overall = spearman([p.val_loss for p in usable], [p.score for p in usable])
     per_run = {name: spearman([p.val_loss for p in usable if p.run == name],
                               [p.score for p in usable if p.run == name]) for name in names}
-    return Comparison(points, next(iter(metrics.values()), "score"), probe, overall, per_run)
+    # each run's last point: its final encoder (left out where it has no loss or score)
+    lasts = [max((p for p in points if p.run == name), key=lambda p: p.step) for name in names]
+    lasts = [p for p in lasts if p.val_loss is not None and p.score is not None]
+    finals = spearman([p.val_loss for p in lasts], [p.score for p in lasts])
+    return Comparison(points, next(iter(metrics.values()), "score"), probe, overall, per_run, finals)
 
 
 def _names(run_dirs: Sequence[Path]) -> list[str]:
@@ -164,7 +184,9 @@ def markdown(comparison: Comparison) -> str:
     lines = [f"Spearman's rho between validation loss and {c.probe}-probe {c.metric} "
              f"(rho near -1: a lower loss ranks with a better probe).", "",
              "| runs | points | rho | p-value |", "|---|---|---|---|",
-             f"| all | {c.overall.points} | {_rho(c.overall)} | {_cell(c.overall.p_value, 3)} |"]
+             f"| all | {c.overall.points} | {_rho(c.overall)} | {_cell(c.overall.p_value, 3)} |",
+             f"| final encoders (each run's last point) | {c.finals.points} | {_rho(c.finals)} | "
+             f"{_cell(c.finals.p_value, 3)} |"]
     lines += [f"| {name} | {r.points} | {_rho(r)} | {_cell(r.p_value, 3)} |" for name, r in c.per_run.items()]
     lines += ["", f"| run | step | encoder | val loss | linear ({c.metric}) | k-NN ({c.metric}) |",
               "|---|---|---|---|---|---|"]
@@ -188,8 +210,9 @@ def csv_text(comparison: Comparison) -> str:
 
 
 def plot(comparison: Comparison) -> bytes | None:
-    """Validation loss against probe score, one colour per run, checkpoints joined in step order,
-    the final encoder as a star; PNG bytes (None without matplotlib)."""
+    """Validation loss against probe score, one colour per run, its points joined in step order,
+    its last point (the final encoder) a star; the legend beside the axes. PNG bytes (None
+    without matplotlib)."""
     try:
         import matplotlib
     except ImportError:
@@ -198,22 +221,25 @@ def plot(comparison: Comparison) -> bytes | None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(6, 4.5), dpi=120)
-    for name in comparison.per_run:
+    fig, ax = plt.subplots(figsize=(7.5, 4.5), dpi=110)
+    colours = plt.get_cmap("tab10" if len(comparison.per_run) <= 10 else "tab20")
+    for i, name in enumerate(comparison.per_run):
         mine = [p for p in comparison.points if p.run == name and p.val_loss is not None and p.score is not None]
-        kept = [p for p in mine if p.kind == "checkpoint"]
-        line = ax.plot([p.val_loss for p in kept], [p.score for p in kept], "o-", alpha=0.8, label=name)[0]
-        final = [p for p in mine if p.kind == "final"]
-        if final:
-            ax.plot([p.val_loss for p in final], [p.score for p in final], "*", markersize=12,
-                    color=line.get_color())
-    rho = comparison.overall
-    ax.set_title(f"Spearman rho (all runs) = {rho.rho:+.3f}" if rho.rho is not None else f"rho: {rho.note}",
-                 fontsize=9)
+        if not mine:
+            continue
+        colour = colours(i % colours.N)
+        ax.plot([p.val_loss for p in mine], [p.score for p in mine], "o-", color=colour, alpha=0.75,
+                markersize=4, label=name)
+        ax.plot([mine[-1].val_loss], [mine[-1].score], "*", color=colour, markersize=13,
+                markeredgecolor="black", markeredgewidth=0.5)
+    title = [f"Spearman rho, {what} = {c.rho:+.3f}" if c.rho is not None else f"rho, {what}: {c.note}"
+             for what, c in (("all points", comparison.overall), ("final encoders (stars)", comparison.finals))]
+    ax.set_title("\n".join(title), fontsize=9)
     ax.set_xlabel("validation loss")
     ax.set_ylabel(f"{comparison.probe} probe {comparison.metric}")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), title="run (points in step order)",
+              title_fontsize=8)
     fig.tight_layout()
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png")
@@ -226,7 +252,7 @@ def write_comparison(comparison: Comparison, out_dir: Path) -> list[Path]:
     written = [write_text(out_dir / "compare.md", markdown(comparison), "comparison table"),
                write_text(out_dir / "compare.csv", csv_text(comparison), "comparison table")]
     data = {"metric": comparison.metric, "probe": comparison.probe, "overall": asdict(comparison.overall),
-            "per_run": {k: asdict(v) for k, v in comparison.per_run.items()},
+            "finals": asdict(comparison.finals), "per_run": {k: asdict(v) for k, v in comparison.per_run.items()},
             "points": [asdict(p) for p in comparison.points]}
     written.append(write_json(out_dir / "compare.json", data, "comparison", indent=2))
     png = plot(comparison)
