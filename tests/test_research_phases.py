@@ -7,7 +7,7 @@ from omnissl.errors import RecipeError
 from omnissl.plugins import get_registry
 from omnissl.recipe import load_recipe
 from omnissl.research.forgetting import forgetting, format_forgetting
-from omnissl.research.phases import PhasedData, parse_phases, phase_of, probe_plan, split_phases
+from omnissl.research.phases import PhasedData, parse_phases, phase_of, phased_evaluation, probe_plan, split_phases
 
 
 def test_phases_inherit_the_data_section_of_the_same_data_set_only():
@@ -82,6 +82,26 @@ def test_phased_data_concatenates_and_splits_each_phase_alone():
     assert {data.locate(int(i))[0] for i in val[:2]} == {0, 1}  # the first batches see every phase
     with pytest.raises(IndexError):
         data[16]
+
+
+def test_phased_evaluation_is_each_phase_split_alone_not_a_split_of_the_top_level_data_set():
+    # Probes of a phased run must hold out what the loop held out. The top-level data set (here all
+    # ten digits) is only the phases' defaults: a random split of it holds out samples that the
+    # phases trained on.
+    from omnissl.train.data import held_out_split
+
+    phased = recipe("data.phases=[{classes: [0, 1, 2, 3, 4], steps: 2}, {classes: [5, 6, 7, 8, 9], steps: 2}]",
+                    "train.steps=4", "data.split_seed=3")
+    data, split = phased_evaluation(phased, get_registry(), 0.2)
+    own = split_phases(data, 0.2, 3, "auto")  # what the training loop splits
+    assert split.train.tolist() == sorted(np.concatenate(own.train).tolist())
+    assert split.held_out.tolist() == sorted(np.concatenate(own.held_out).tolist())
+    assert split.info["kind"] == "phases" and [i["held_out"] for i in split.info["phases"]] == [180, 179]
+    assert not set(split.train.tolist()) & set(split.held_out.tolist())
+    originals = [data.datasets[p].indices[idx - data.offsets[p]] for p, idx in enumerate(own.train)]
+    top_level = held_out_split(data.datasets[0].__class__(), 0.2, 3, "auto")  # the digits, unfiltered
+    assert set(np.concatenate(originals).tolist()) & set(top_level.held_out.tolist())  # what it would leak
+    assert phased_evaluation(recipe(), get_registry(), 0.2) is None  # no phases: the caller's own split
 
 
 def test_forgetting_table_from_phase_probe_records():

@@ -68,3 +68,22 @@ def test_killed_phased_run_with_replay_resumes_exactly(tmp_path, monkeypatch):
     weights = [load_file(out / "checkpoints" / "encoder.safetensors") for out in (straight, killed)]
     assert weights[0].keys() == weights[1].keys()
     assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
+
+
+def test_probes_of_a_phased_run_hold_out_the_phases_own_samples(tmp_path):
+    # Not a random split of the top-level data set, which would hold out samples the phases trained on.
+    from omnissl.eval.run import probe_setup
+    from omnissl.research.phases import build_phases, parse_phases, split_phases
+    from omnissl.train.loop import split_seed
+
+    out = tmp_path / "run"
+    args = ("data.phases=[{classes: [0, 1, 2, 3, 4], steps: 2}, {classes: [5, 6, 7, 8, 9], steps: 2}]",
+            "train.steps=4", "train.val_every=4", "train.ckpt_every=4", "train.val_batches=1", "viz.enabled=false")
+    recipe = load_recipe("image/mae-digits", [*TINY, *args], get_registry())
+    train_here(recipe, get_registry(), out)
+    setup = probe_setup(out, get_registry())
+    assert setup.split["kind"] == "phases"
+    data = build_phases(parse_phases(recipe.raw["data"]), get_registry(), recipe.source)
+    own = split_phases(data, recipe.get("data", "val_fraction", 0.1) or 0.2, split_seed(recipe), "auto")
+    assert setup.test_idx.tolist() == sorted(int(i) for part in own.held_out for i in part)
+    assert len(setup.tokens) == len(data) == 1797  # both phases' digits, each once

@@ -26,13 +26,13 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from omnissl.build import build_dataset, build_encoder, build_modality, build_objective
+from omnissl.build import build_encoder, build_modality, build_objective
 from omnissl.errors import OmnisslError
 from omnissl.plugins import Registry
 from omnissl.recipe import Recipe, apply_overrides, load_yaml, validate
 from omnissl.train.checkpoint import ENCODER, LAST, load_checkpoint, write_text_atomic
 from omnissl.train.data import TokenDataset, fixed_batches, label_subset, make_loader, task_of
-from omnissl.eval.run import evaluation_fraction, evaluation_split
+from omnissl.eval.run import evaluation_data, evaluation_fraction
 from omnissl.train.loop import pick_device, split_seed, train
 from omnissl.train.runfolder import RECIPE
 
@@ -64,13 +64,12 @@ def finetune(run_dir: Path, out_dir: Path, registry: Registry, overrides: Sequen
     # A mistake in an override is reported before the data are read (the head is filled in below).
     _recipe(base, source, registry, overrides, {"task": "classification", "num_outputs": 2}, probe_recipe,
             init=init, fraction=max(fractions), n_train=2)
-    dataset = build_dataset(probe_recipe, registry)
+    dataset, split = evaluation_data(probe_recipe, registry)
     labels = getattr(dataset, "labels", None)
     if labels is None:
         raise OmnisslError("fine-tuning needs labels and this data set has none; give a labelled data set of the "
                            "modality with data.* overrides (class folders, a label column)")
     labels = np.asarray(labels, dtype=np.float64)
-    split = evaluation_split(probe_recipe, dataset)
     task = task_of(dataset, labels)
     head = _head(dataset, labels, split.train, task)
 
@@ -205,14 +204,13 @@ def score_finetuned(run_dir: Path, registry: Registry, dataset: Any = None) -> d
     raw, text = load_yaml(run_dir / RECIPE)
     recipe = validate(raw, registry, str(run_dir / RECIPE), text)
     modality = build_modality(recipe, registry)
-    dataset = dataset if dataset is not None else build_dataset(recipe, registry)
+    dataset, split = evaluation_data(recipe, registry, dataset)
     encoder = build_encoder(recipe, registry, modality)
     options = dict(recipe.raw["objective"], init=None)  # the checkpoint holds the weights
     objective = build_objective(_with(recipe, objective=options), registry, encoder, modality)
     objective.load_state_dict(load_checkpoint(run_dir / "checkpoints" / LAST)["model"])
     device = pick_device(recipe.train.device)
     objective.to(device).eval()
-    split = evaluation_split(recipe, dataset)
     tokens = TokenDataset(dataset, modality)
     labels = tokens.labels.astype(np.float64)
     test_idx = split.held_out[np.isfinite(labels[split.held_out])]

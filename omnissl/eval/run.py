@@ -147,7 +147,8 @@ def probe_setup(run_dir: Path, registry: Registry, overrides: Sequence[str] = ()
     """
     check_probe_overrides([*overrides, *test])
     recipe, modality, pretrained, state = _load_run(run_dir, registry, overrides)
-    dataset = build_dataset(recipe, registry)
+    # a run with data.phases is scored on its phases' data and their own splits
+    dataset, split = (build_dataset(recipe, registry), None) if test else evaluation_data(recipe, registry)
     torch.manual_seed(recipe.probe.seed + 1)
     random_init = build_encoder(recipe, registry, modality)
     pool = recipe.probe.pool or modality.readout
@@ -165,7 +166,6 @@ def probe_setup(run_dir: Path, registry: Registry, overrides: Sequence[str] = ()
             info.update(group_kind=getattr(dataset, "group_kind", "group"), groups_on_both_sides=len(both))
         return ProbeSetup(recipe, pretrained, random_init, tokens, np.arange(len(dataset)), np.arange(len(test_set)),
                           state, info, pool, test_tokens)
-    split = evaluation_split(recipe, dataset)
     return ProbeSetup(recipe, pretrained, random_init, tokens, split.train, split.held_out, state, split.info, pool)
 
 
@@ -179,6 +179,23 @@ def evaluation_split(recipe: Recipe, dataset: Any) -> HeldOutSplit:
     """The split probes and fine-tuning are scored on: the run's own (``data.split``, its seed),
     at :func:`evaluation_fraction`."""
     return held_out_split(dataset, evaluation_fraction(recipe), split_seed(recipe), recipe.get("data", "split", "auto"))
+
+
+def evaluation_data(recipe: Recipe, registry: Registry, dataset: Any = None) -> tuple[Any, HeldOutSplit]:
+    """The data probes and fine-tuning are scored on, and its split (:func:`evaluation_split`).
+
+    A run with ``data.phases`` trained on its phases' data, each phase split on its own; its
+    top-level data set holds only the phases' defaults, and a split of it would hold out samples
+    the run trained on. So for such a run this is the phases' data and the union of their own
+    splits (:func:`omnissl.research.phases.phased_evaluation`), and ``dataset`` is ignored.
+    """
+    from omnissl.research.phases import phased_evaluation
+
+    phased = phased_evaluation(recipe, registry, evaluation_fraction(recipe))
+    if phased is not None:
+        return phased
+    dataset = dataset if dataset is not None else build_dataset(recipe, registry)
+    return dataset, evaluation_split(recipe, dataset)
 
 
 def align_classes(train_set: Any, test_set: Any, test: Sequence[str]) -> None:

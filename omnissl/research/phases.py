@@ -155,10 +155,9 @@ def check_research_keys(recipe: Any, registry: Any, where: Callable[[str, str], 
 class PhasedData:
     """The phases' data sets one after another: index ``offsets[p] + i`` is sample i of phase p.
 
-    Per-sample attributes that the core reads (``labels``, ``groups``, ``split``,
-    ``sample_ids``) are concatenated where every phase has them (labels: NaN for a phase
-    without); ``groups`` and ``sample_ids`` get the phase as a prefix, so two phases never share
-    a group.
+    Per-sample attributes that the core reads (``labels``, ``groups``, ``split``) are
+    concatenated where every phase has them (labels: NaN for a phase without); ``groups`` get
+    the phase as a prefix, so two phases never share a group.
     """
 
     def __init__(self, datasets: Sequence[Any]):
@@ -206,6 +205,8 @@ def build_phases(phases: Sequence[Phase], registry: Any, source: str) -> PhasedD
         except (TypeError, ValueError) as exc:
             raise RecipeError(f"{source}: cannot build data.phases[{p}] ({phase.name!r} with {phase.options}): "
                               f"{exc}") from exc
+        except DataError as exc:  # the data set's own message names its option (data.<option>): say which phase
+            raise DataError(f"data.phases[{p}] ({phase.name!r} with {phase.options}): {exc}") from exc
         if len(dataset) == 0:
             raise DataError(f"data.phases[{p}] ({phase.name!r}, {phase.options}) has no samples")
         datasets.append(dataset)
@@ -239,6 +240,30 @@ def split_phases(data: PhasedData, val_fraction: float, seed: int, mode: str) ->
         held_out.append(split.held_out + data.offsets[p])
         info.append(split.info)
     return PhaseSplit(train, held_out, info)
+
+
+def phased_evaluation(recipe: Any, registry: Any, val_fraction: float) -> tuple[PhasedData, Any] | None:
+    """For a recipe with ``data.phases``: the phases' data and the union of their own splits, as
+    the training loop split them (each phase alone); None for a recipe without phases.
+
+    What probes and fine-tuning of a phased run must be scored on: the top-level data set (what
+    :func:`omnissl.build.build_dataset` builds) is only the phases' defaults, and a split of it
+    at random would hold out samples the run trained on.
+
+    Returns:
+        (the :class:`PhasedData`, a :class:`~omnissl.train.data.HeldOutSplit` of it).
+    """
+    from omnissl.train.data import HeldOutSplit
+    from omnissl.train.loop import split_seed
+
+    phases = parse_phases(recipe.raw["data"])
+    if not phases:
+        return None
+    data = build_phases(phases, registry, recipe.source)
+    split = split_phases(data, val_fraction, split_seed(recipe), recipe.get("data", "split", "auto"))
+    train, held_out = np.sort(np.concatenate(split.train)), np.sort(np.concatenate(split.held_out))
+    return data, HeldOutSplit(train, held_out, {"kind": "phases", "train": int(len(train)),
+                                                "held_out": int(len(held_out)), "phases": split.info})
 
 
 class PhasedBatchSampler:

@@ -304,25 +304,61 @@ class DigitsDataset:
     """scikit-learn's 1,797 real 8x8 handwritten digits (UCI optdigits), labels 0-9.
 
     The data ships inside scikit-learn's wheel (one file, ``digits.csv.gz``): nothing is downloaded.
+    ``classes`` keeps some digits only (two phases of sequential pre-training on different
+    digits, ``data.phases: [{classes: [0,1,2,3,4], ...}, {classes: [5,6,7,8,9], ...}]``); the
+    labels stay the digits (a kept 7 is labelled 7, ``classes`` still names all ten), and
+    ``indices`` holds each kept sample's position among the 1,797, in their order.
+
+    Args:
+        classes: the digits to keep, e.g. ``[0, 1, 2, 3, 4]`` (null: all ten); the labels stay the
+            digits; a digit outside 0-9 is an error.
     """
 
     sample_kind = "image"
 
-    def __init__(self) -> None:
+    def __init__(self, classes: list[int] | None = None) -> None:
         from sklearn.datasets import load_digits
 
         digits = load_digits()
-        self.images = (digits.images / 16.0).astype(np.float32)  # [1797, 8, 8], 0..16 grey levels
-        self.labels = digits.target.astype(np.int64)
+        images = (digits.images / 16.0).astype(np.float32)  # [1797, 8, 8], 0..16 grey levels
+        labels = digits.target.astype(np.int64)
         self.classes = [str(name) for name in digits.target_names]
+        self.kept: list[int] | None = None
+        self.indices = np.arange(len(labels))
+        if classes is not None:
+            self.kept = self._check_classes(classes, [int(name) for name in digits.target_names])
+            self.indices = np.flatnonzero(np.isin(labels, self.kept))
+        self.images, self.labels = images[self.indices], labels[self.indices]
         self.task = "classification"
+
+    @staticmethod
+    def _check_classes(classes: Any, known: list[int]) -> list[int]:
+        """``classes`` as sorted digits; a :class:`DataError` naming ``data.classes`` otherwise."""
+        if isinstance(classes, (str, bytes)) or not isinstance(classes, (list, tuple)):
+            raise DataError(f"data.classes must be a list of digits (e.g. [0, 1, 2, 3, 4]), got {classes!r}")
+        if not classes:
+            raise DataError("data.classes is empty: list the digits to keep (0-9), or remove the key to keep all ten")
+        bad = [c for c in classes if isinstance(c, bool) or not isinstance(c, (int, np.integer))]
+        if bad:
+            raise DataError(f"data.classes must list digits as integers, got {bad[0]!r}; the classes are "
+                            f"{known[0]}-{known[-1]}")
+        unknown = sorted({int(c) for c in classes} - set(known))
+        if unknown:
+            raise DataError(f"data.classes: {unknown} {'is not a class' if len(unknown) == 1 else 'are not classes'} "
+                            f"of the digits; the classes are {known[0]}-{known[-1]}")
+        if len(set(classes)) < len(classes):
+            twice = sorted({int(c) for c in classes if list(classes).count(c) > 1})
+            raise DataError(f"data.classes lists {twice} more than once; list each digit once")
+        return sorted(int(c) for c in classes)
 
     def __len__(self) -> int:
         return len(self.images)
 
     def summary(self) -> dict[str, int | float | str]:
-        """Facts for the run's data summary: the one file scikit-learn ships."""
-        return {"files": 1}
+        """Facts for the run's data summary: the one file scikit-learn ships, and the digits kept."""
+        if self.kept is None:
+            return {"files": 1}
+        return {"files": 1, "digits kept": ", ".join(map(str, self.kept))}
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         return {"image": self.images[index][None]}
