@@ -5,7 +5,8 @@ Both sides are what ``omnissl train`` builds: the recipe's modality, :class:`Tok
 the loop's :class:`SeededBatchSampler` over all samples (same seed, so the same batches in the
 same order) and ``make_loader`` with ``--workers`` workers, batch ``--batch-size``. The cache side
 reads the recipe's data set (the plugin's cache, warm); the shards side reads the shards that
-``omnissl shard`` wrote from that data set into a temporary folder (``data.name: shards``).
+``omnissl shard`` wrote from that data set into a temporary folder (``data.name: shards``), a
+batch at a time as in training (``omnissl.datasets.read_samples`` / ``read_stacks``).
 Tokenising and augmenting run on both sides, so the ratio is what shards cost in a real loader.
 The two loaders run side by side, one batch from each in turn, so drifts in machine load hit both;
 the headline per side is the median over rounds, after one warm-up round (it opens the shards'
@@ -33,6 +34,7 @@ import numpy as np
 import torch
 
 from omnissl.build import build_dataset, build_modality
+from omnissl.datasets import read_samples
 from omnissl.datasets.shards import ShardDataset
 from omnissl.plugins import get_registry
 from omnissl.recipe import load_recipe
@@ -64,13 +66,18 @@ def timed_round(sides: dict[str, Iterator[TokenBatch]], batches: int) -> dict[st
     return {side: (wall, cpu) for side, (wall, cpu) in spent.items()}
 
 
-def read_cost(dataset: object, reads: int = 500) -> float:
-    """CPU microseconds of one ``dataset[i]`` (no tokenising), over ``reads`` indices in random order."""
-    order = np.random.default_rng(0).integers(0, len(dataset), reads)
+def read_cost(dataset: object, reads: int = 512) -> tuple[float, float]:
+    """CPU microseconds a sample of ``dataset[i]`` and of the loader's batched read of 32
+    (:func:`omnissl.datasets.read_samples`), no tokenising, over ``reads`` indices in random order."""
+    order = np.random.default_rng(0).integers(0, len(dataset), reads).tolist()
     start = time.process_time()
-    for i in order.tolist():
+    for i in order:
         dataset[i]
-    return (time.process_time() - start) / reads * 1e6
+    one = (time.process_time() - start) / reads * 1e6
+    start = time.process_time()
+    for b in range(0, reads, 32):
+        read_samples(dataset, order[b:b + 32])
+    return one, (time.process_time() - start) / reads * 1e6
 
 
 def main(argv: list[str] | None = None) -> float:
@@ -113,8 +120,8 @@ def main(argv: list[str] | None = None) -> float:
     for side, label in (("cache", "plugin cache (memory-mapped)"), ("shards", "LitData shards (local disk) ")):
         print(f"{label}: {median[side]:,.0f} samples/s, {median_cpu[side]:,.0f} per CPU second  (rounds: "
               f"{', '.join(f'{r:,.0f}' for r in wall[side])})")
-    print(f"dataset[i] alone, random order: {reads['cache']:.1f} us of CPU from the cache, {reads['shards']:.1f} us "
-          f"from the shards")
+    print(f"reading alone, random order, us of CPU a sample: dataset[i] {reads['cache'][0]:.1f} from the cache, "
+          f"{reads['shards'][0]:.1f} from the shards; batches of 32 {reads['cache'][1]:.1f} and {reads['shards'][1]:.1f}")
     ratio = median["shards"] / median["cache"]
     print(f"shards/cache samples per second: {ratio:.2f} (wall), "
           f"{median_cpu['shards'] / median_cpu['cache']:.2f} (CPU time)")

@@ -5,10 +5,11 @@ tokenising and augmenting still happen in the loader, seeded as always), encoded
 :mod:`omnissl.datasets.codec` and written with LitData's chunk writer (``litdata.streaming.Cache``,
 what ``litdata.optimize`` writes with; used directly so the samples keep their order and their
 serializers are the two safe ones). Beside the chunks go what the core and the probes read of a
-data set (:data:`omnissl.datasets.shards.PER_SAMPLE`, targets, class names, group kind, summary),
-so ``data.name: shards`` gives the same held-out split and the same probes. The folder appears
-whole or not at all (written beside, then renamed). Copy it to an object store with the store's
-own tool (``aws s3 sync DIR s3://bucket/prefix``) to stream it from there.
+data set (:data:`omnissl.datasets.shards.PER_SAMPLE`, targets, class names, group kind, summary)
+and the side files it gives a run (``run_files``: ``audio_stats.json``, ``eeg_channels.json``), so
+``data.name: shards`` gives the same held-out split, the same probes and the same run folder. The
+folder appears whole or not at all (written beside, then renamed). Copy it to an object store with
+the store's own tool (``aws s3 sync DIR s3://bucket/prefix``) to stream it from there.
 """
 
 from __future__ import annotations
@@ -88,6 +89,7 @@ def _describe(recipe: Recipe, registry: Registry, name: str, options: dict[str, 
     full.update(options)
     classes = getattr(dataset, "classes", None)
     summary = dataset.summary() if callable(getattr(dataset, "summary", None)) else {}
+    run_files = dataset.run_files() if callable(getattr(dataset, "run_files", None)) else {}
     return {"format": FORMAT, "version": VERSION, "modality": recipe.raw["modality"]["name"], "data_set": name,
             "recipe": recipe.source, "options": _jsonable(full), "samples": len(dataset),
             "classes": None if classes is None else [str(c) for c in classes],
@@ -95,6 +97,7 @@ def _describe(recipe: Recipe, registry: Registry, name: str, options: dict[str, 
             "group_kind": getattr(dataset, "group_kind", None), "sample_kind": getattr(dataset, "sample_kind", None),
             "summary": _jsonable(dict(summary)),
             "skipped": [[str(where), str(reason)] for where, reason in getattr(dataset, "skipped", None) or []],
+            "run_files": _jsonable(dict(run_files)),
             "litdata": getattr(_litdata(), "__version__", "?")}
 
 

@@ -55,6 +55,15 @@ def test_shares_follow_the_weights_through_the_loops_sampler(digit_shards, seed)
     i = int(np.flatnonzero(mixture.source_ids == 2)[0])
     np.testing.assert_array_equal(mixture[i]["image"], mixture.datasets[2][int(mixture.local[i])]["image"])
     assert mixture.labels[i] == mixture.datasets[2].labels[mixture.local[i]]
+    # a batch read in one go (each source asked once, shards from their chunks) is the samples one by one
+    batch = [i for i, _ in next(batches)][:24]
+    for got, index in zip(mixture.get_samples(batch), batch):
+        np.testing.assert_array_equal(got["image"], mixture[index]["image"])
+    stacks = mixture.get_stacks(batch)
+    assert sorted(row for stack in stacks for row in stack.rows.tolist()) == list(range(len(batch)))
+    for stack in stacks:
+        for k, row in enumerate(stack.rows.tolist()):
+            np.testing.assert_array_equal(stack.sample["image"][k], mixture[batch[row]]["image"])
 
 
 def test_repeats_stay_on_one_side_and_classes_merge_by_name(tmp_path):

@@ -1,6 +1,7 @@
 """Streaming shards: every plugin's demo samples written by `omnissl shard` come back as the same
-tokens, labels, groups and held-out split; training from them runs, and a run killed with SIGKILL
-resumes from them exactly; bad shard folders get errors that name them."""
+samples (one by one and in batched reads), tokens, labels, groups and held-out split; training from
+them runs and writes the plugin's side files; a run killed with SIGKILL resumes from them exactly;
+bad shard folders get errors that name them."""
 
 import dataclasses
 import json
@@ -17,7 +18,7 @@ import yaml
 
 from omnissl.build import build_dataset, build_modality
 from omnissl.cli import main
-from omnissl.datasets import codec
+from omnissl.datasets import codec, read_stacks, stack_samples
 from omnissl.datasets.shards import ShardDataset
 from omnissl.errors import DataError, OmnisslError
 from omnissl.plugins import get_registry
@@ -33,12 +34,14 @@ DEMOS = {
                                  "data.cache_dir={cache}", "train.batch_size=8"]),
     "ct": ("ct/mae-demo", ["data.n=4", "data.shape=[32,32,32]", "data.real_volumes=false", "data.cache_dir={cache}",
                            "train.batch_size=2"]),
+    "ecg": ("ecg/mae-demo", ["data.sources=[ecgprocess]", "data.cache_dir={cache}", "train.batch_size=2"]),
     "eeg": ("eeg/mae-demo", ["train.batch_size=16"]),
     "molecule": ("molecule/mae-demo", ["data.files=[cdk2.sdf]", "data.label_column=Cluster", "data.task=null",
                                        "data.workers=1", "data.cache_dir={cache}", "train.batch_size=8"]),
     "splat": ("splat/mae-demo", ["data.per_class=2", "data.num_gaussians=600", "data.cache_dir={cache}",
                                  "train.batch_size=4"]),
 }
+RUN_FILES = {"audio": {"audio_stats.json"}, "eeg": {"eeg_channels.json"}}  # each plugin's data sets' run_files()
 SHORT = ["train.steps=2", "train.log_every=1", "train.val_every=2", "train.ckpt_every=2", "optim.warmup_steps=1",
          "probe.enabled=false", "viz.enabled=false"]
 
@@ -73,6 +76,12 @@ def assert_same(a, b, where: str) -> None:
             assert_same(x, y, f"{where}[{i}]")
     else:
         assert a == b and type(a) is type(b), (where, a, b)
+
+
+def unstacked(sample, k: int):
+    """Row ``k`` of a stacked sample (omnissl.datasets.Stack): each array replaced by its k-th row."""
+    layout, arrays = codec.encode(sample, "stacked sample", finite=False)
+    return codec.decode(layout, [array[k, ...] for array in arrays])
 
 
 @pytest.mark.parametrize("modality", sorted(DEMOS))
@@ -110,6 +119,15 @@ def test_shards_of_each_plugin_give_its_tokens_split_and_train(modality, cache, 
     keys = [(i, 100 + i) for i in chosen[:6]]
     batched = TokenDataset(shards, model).__getitems__(keys), TokenDataset(source, model).__getitems__(keys)
     assert_same(*batched, f"{modality} batch")
+    # the batched reads the loader and batched tokenisers use: straight from the chunks (several: 1 MB each)
+    reversed_ = chosen[::-1]
+    assert_same(shards.get_samples(reversed_), [source[i] for i in reversed_], f"{modality} get_samples")
+    stacks = read_stacks(shards, reversed_)  # samples alike but for their arrays' values, stacked
+    assert sorted(row for stack in stacks for row in stack.rows.tolist()) == list(range(len(reversed_)))
+    for stack in stacks:
+        for k, row in enumerate(stack.rows.tolist()):
+            assert_same(unstacked(stack.sample, k), source[reversed_[row]], f"{modality} stack row {row}")
+    assert len(stack_samples([source[i] for i in reversed_])) == len(stacks)  # the same grouping, from samples
 
     # and a run trains from them, with the same data summary
     out = tmp_path / "run"
@@ -119,6 +137,11 @@ def test_shards_of_each_plugin_give_its_tokens_split_and_train(modality, cache, 
     summary = json.loads((out / "data.json").read_text())
     assert summary["samples"] == len(source) and summary["split"]["held_out"] == len(
         held_out_split(source, recipe.get("data", "val_fraction"), 0, split_mode).held_out)
+    # and the side files a run on the plugin's own data set keeps (audio_stats.json, eeg_channels.json)
+    run_files = source.run_files() if hasattr(source, "run_files") else {}
+    assert set(run_files) == RUN_FILES.get(modality, set())
+    for name, value in run_files.items():
+        assert json.loads((out / name).read_text()) == json.loads(json.dumps(value)), name
 
 
 def run_cli(out: Path, *args: str, plugins: str = "", plugin_dir: Path | None = None) -> subprocess.CompletedProcess:

@@ -45,3 +45,14 @@ def omnissl_datasets() -> dict[str, Callable[..., Any]]:
     # Any modality's: shards written by `omnissl shard`, and weighted mixtures of data sets (docs/design.md#streaming)
     return {"shards": lazy("omnissl.datasets.shards:ShardDataset"),
             "mixture": lazy("omnissl.datasets.mixture:Mixture")}
+
+
+@hookimpl
+def omnissl_train_start(run: Any) -> None:
+    # The data set's side files (audio_stats.json, eeg_channels.json): its run_files(), or the
+    # writing data set's, recorded in shards (omnissl.datasets.write_run_files)
+    from pathlib import Path
+
+    from omnissl.datasets import write_run_files
+
+    write_run_files(run.dataset, Path(run.out_dir))

@@ -40,22 +40,24 @@ ARRAY_KINDS = "biufc"  # numpy dtype kinds stored as arrays: bool, signed, unsig
 PACKAGE_ROOTS = ("omnissl",)  # and "omnissl_*": where a sample's dataclass may live
 
 
-def encode(sample: Any, where: str) -> tuple[str, list[np.ndarray]]:
+def encode(sample: Any, where: str, finite: bool = True) -> tuple[str, list[np.ndarray]]:
     """``(layout, arrays)`` for one sample; ``where`` names it in errors ("digits sample 17").
+    ``finite=False`` skips the check for NaN and infinity (the arrays are not stored: grouping
+    samples by layout, :func:`omnissl.datasets.stack_samples`).
 
     Raises:
-        DataError: a value of a type shards cannot hold, or a non-finite number.
+        DataError: a value of a type shards cannot hold, or (``finite``) a non-finite number.
     """
     arrays: list[np.ndarray] = []
-    layout = _encode(sample, arrays, where, "sample")
-    return json.dumps(layout, separators=(",", ":"), allow_nan=False), arrays
+    layout = _encode(sample, arrays, where, "sample", finite)
+    return json.dumps(layout, separators=(",", ":"), allow_nan=not finite), arrays
 
 
-def _encode(value: Any, arrays: list[np.ndarray], where: str, key: str) -> Any:
+def _encode(value: Any, arrays: list[np.ndarray], where: str, key: str, finite: bool) -> Any:
     if value is None or isinstance(value, (bool, str)):
         return value
     if isinstance(value, (int, float)) and not isinstance(value, np.generic):
-        if isinstance(value, float) and not np.isfinite(value):
+        if isinstance(value, float) and finite and not np.isfinite(value):
             raise DataError(f"{where}: {key} is {value}; a non-finite value never enters shards")
         return value
     if isinstance(value, dict):
@@ -63,18 +65,19 @@ def _encode(value: Any, arrays: list[np.ndarray], where: str, key: str) -> Any:
         if bad:
             raise DataError(f"{where}: {key} has a key {bad[0]!r} that is not a string; shards hold dicts with "
                             f"string keys")
-        return {k: _encode(v, arrays, where, f"{key}[{k!r}]") for k, v in value.items()}
+        return {k: _encode(v, arrays, where, f"{key}[{k!r}]", finite) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        items = [_encode(v, arrays, where, f"{key}[{i}]") for i, v in enumerate(value)]
+        items = [_encode(v, arrays, where, f"{key}[{i}]", finite) for i, v in enumerate(value)]
         return ["t" if isinstance(value, tuple) else "l", items]
     if isinstance(value, np.ndarray):
         if value.dtype.kind == "U":
             return ["u", value.tolist(), value.dtype.str]
-        return ["a", _add_array(value, arrays, where, key)]
+        return ["a", _add_array(value, arrays, where, key, finite)]
     if isinstance(value, np.generic):
         if value.dtype.kind not in ARRAY_KINDS or value.dtype.kind == "c":
             raise DataError(f"{where}: {key} is a numpy {value.dtype} scalar, which shards cannot hold")
-        _check_finite(np.asarray(value), where, key)
+        if finite:
+            _check_finite(np.asarray(value), where, key)
         return ["g", value.item(), value.dtype.str]
     torch = sys.modules.get("torch")
     if torch is not None and isinstance(value, torch.Tensor):
@@ -82,7 +85,7 @@ def _encode(value: Any, arrays: list[np.ndarray], where: str, key: str) -> Any:
         if plain.dtype == torch.bfloat16:
             raise DataError(f"{where}: {key} is a bfloat16 tensor, which numpy (and so shards) cannot hold; "
                             f"return float32 from the data set")
-        return ["T", _add_array(plain.numpy(), arrays, where, key)]
+        return ["T", _add_array(plain.numpy(), arrays, where, key, finite)]
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         cls = type(value)
         fields = dataclasses.fields(value)
@@ -91,17 +94,18 @@ def _encode(value: Any, arrays: list[np.ndarray], where: str, key: str) -> Any:
                             f"shards rebuild a dataclass by calling it with its fields")
         _check_importable(cls.__module__, cls.__qualname__, where)
         return ["c", f"{cls.__module__}:{cls.__qualname__}",
-                {f.name: _encode(getattr(value, f.name), arrays, where, f"{key}.{f.name}") for f in fields}]
+                {f.name: _encode(getattr(value, f.name), arrays, where, f"{key}.{f.name}", finite) for f in fields}]
     raise DataError(f"{where}: {key} is a {type(value).__module__}.{type(value).__qualname__}, which shards cannot "
                     f"hold (they hold numbers, strings, numpy arrays, tensors, lists, dicts and dataclasses of them, "
                     f"and pickle nothing)")
 
 
-def _add_array(array: np.ndarray, arrays: list[np.ndarray], where: str, key: str) -> int:
+def _add_array(array: np.ndarray, arrays: list[np.ndarray], where: str, key: str, finite: bool) -> int:
     if array.dtype.kind not in ARRAY_KINDS:
         raise DataError(f"{where}: {key} is an array of dtype {array.dtype}; shards hold numeric and boolean "
                         f"arrays (and arrays of strings)")
-    _check_finite(array, where, key)
+    if finite:
+        _check_finite(array, where, key)
     native = array.dtype.newbyteorder("=")
     arrays.append(np.asarray(array, dtype=native, order="C"))  # (ascontiguousarray makes 0-d arrays 1-d)
     return len(arrays) - 1

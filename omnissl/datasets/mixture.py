@@ -15,10 +15,11 @@ sample on both sides. Labels exist when every source has them; class names are m
 from __future__ import annotations
 
 import warnings
-from typing import Annotated, Any
+from typing import Annotated, Any, Sequence
 
 import numpy as np
 
+from omnissl.datasets import Stack, read_samples, read_stacks
 from omnissl.errors import DataError, RecipeError
 from omnissl.recipe import Range
 
@@ -69,6 +70,30 @@ class Mixture:
 
     def __getitem__(self, index: int) -> Any:
         return self.datasets[self.source_ids[index]][int(self.local[index])]
+
+    def get_samples(self, indices: Sequence[int]) -> list[Any]:
+        """``[self[i] for i in indices]``, each source asked once for its share of them (in one
+        batched read where it has one: :func:`omnissl.datasets.read_samples`)."""
+        index = np.asarray(indices, dtype=np.int64)
+        source = self.source_ids[index]
+        out: list[Any] = [None] * len(index)
+        for s in np.unique(source).tolist():
+            where = np.flatnonzero(source == s)
+            for b, sample in zip(where.tolist(), read_samples(self.datasets[s], self.local[index[where]].tolist())):
+                out[b] = sample
+        return out
+
+    def get_stacks(self, indices: Sequence[int]) -> list[Stack]:
+        """The samples at ``indices`` as stacks (:func:`omnissl.datasets.read_stacks`), each
+        source asked once for its share of them."""
+        index = np.asarray(indices, dtype=np.int64)
+        source = self.source_ids[index]
+        stacks = []
+        for s in np.unique(source).tolist():
+            where = np.flatnonzero(source == s)
+            stacks += [Stack(where[stack.rows], stack.sample)
+                       for stack in read_stacks(self.datasets[s], self.local[index[where]].tolist())]
+        return stacks
 
     def source_of(self, index: int) -> str:
         """The tag of the source that sample ``index`` comes from (the loop logs each source's share)."""

@@ -7,8 +7,11 @@ modality and data set wrote the samples, with its options, class names, group ki
 index each sample had in its data set; loaded without pickle). So the data set is map-style like
 any plugin's: a length, random access and the attributes the held-out split and the probes read,
 and the loop's seeded sampler gives the same order, split across ranks and workers, resumable
-mid-epoch. Samples are decoded by :mod:`omnissl.datasets.codec`; the modality tokenises them in
-the loader as it would the plugin's own.
+mid-epoch. A local folder's chunks are read in place, a batch at a time
+(:mod:`omnissl.datasets.chunks`, :meth:`ShardDataset.get_samples`); an object store's through
+LitData's ``StreamingDataset``, which fetches them into a cache. Samples are decoded by
+:mod:`omnissl.datasets.codec`; the modality tokenises them in the loader as it would the plugin's
+own.
 """
 
 from __future__ import annotations
@@ -16,11 +19,12 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 
-from omnissl.datasets import codec
+from omnissl.datasets import Stack, codec, stack_samples
+from omnissl.datasets.chunks import ChunkReader
 from omnissl.errors import DataError
 
 META, ARRAYS, INDEX = "omnissl.json", "omnissl_arrays.npz", "index.json"
@@ -90,6 +94,12 @@ class ShardDataset:
         names = [key[len("target:"):] for key in arrays if key.startswith("target:")]
         self.targets = {name: arrays[f"target:{name}"] for name in names} if names else None
         self.sample_ids = arrays["sample_ids"]
+        self._run_files = dict(meta.get("run_files") or {})
+        self._reader: ChunkReader | None = None
+        if not self.remote:
+            _litdata()  # its dtype codes
+            self._reader = ChunkReader(folder, index["chunks"], len(index["config"]["data_format"]),
+                                       f"data.path {self.path}")
         self._stream: Any = None
         self._pid: int | None = None
 
@@ -177,8 +187,47 @@ class ShardDataset:
         layout, *arrays = self.stream()[int(index)]
         return codec.decode(layout, arrays, f"data.path {self.path}")
 
+    def get_samples(self, indices: Sequence[int]) -> list[Any]:
+        """``[self[i] for i in indices]`` in one pass: a local folder's samples are read in file
+        order from memory maps of its chunks (:class:`omnissl.datasets.chunks.ChunkReader`), an
+        object store's one by one through LitData, which fetches their chunks. The loader reads
+        each batch this way (:func:`omnissl.datasets.read_samples`)."""
+        index = self._checked(indices)
+        where = f"data.path {self.path}"
+        if self._reader is None:
+            stream = self.stream()
+            return [codec.decode(item[0], item[1:], where) for item in (stream[int(i)] for i in index)]
+        out: list[Any] = [None] * len(index)
+        for rows, layout, arrays in self._reader.read_stacks(index):
+            for i, row in enumerate(rows.tolist()):
+                out[row] = codec.decode(layout, [stack[i, ...] for stack in arrays], where)
+        return out
+
+    def get_stacks(self, indices: Sequence[int]) -> list[Stack]:
+        """The samples at ``indices`` as stacks of samples that differ only in their arrays'
+        values (:func:`omnissl.datasets.read_stacks`); from a local folder each sample's arrays
+        are copied once, straight from the chunk's memory map into the stack."""
+        index = self._checked(indices)
+        if self._reader is None:
+            return stack_samples(self.get_samples(index))
+        where = f"data.path {self.path}"
+        return [Stack(rows, codec.decode(layout, arrays, where))
+                for rows, layout, arrays in self._reader.read_stacks(index)]
+
+    def _checked(self, indices: Sequence[int]) -> Sequence[int]:
+        bad = [i for i in (min(indices, default=0), max(indices, default=0)) if not 0 <= i < self.num_samples]
+        if bad:
+            raise IndexError(f"sample {int(bad[0])} of {self.num_samples}")
+        return indices
+
+    def run_files(self) -> dict[str, Any]:
+        """The side files the writing data set gives a run (``audio_stats.json``, ...), as recorded
+        when the shards were written (:func:`omnissl.datasets.write_run_files`)."""
+        return dict(self._run_files)
+
     def stream(self) -> Any:
-        """The LitData ``StreamingDataset`` of this process (a DataLoader worker opens its own)."""
+        """The LitData ``StreamingDataset`` of this process (a DataLoader worker opens its own): how
+        one sample is read, and a batch from an object store."""
         if self._stream is None or self._pid != os.getpid():
             litdata = _litdata()
             # Random access: decode one sample, not a window of its neighbours, and slice it straight

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from omnissl.datasets import read_samples
 from omnissl.errors import DataError
 from omnissl.modality import Modality
 from omnissl.tokens import TokenBatch, Tokens, TokenSpec, collate_tokens, labels_tensor
@@ -185,8 +186,9 @@ class TokenDataset(Dataset):
         return len(self.dataset)
 
     def __getitem__(self, key: tuple[int, int | None]) -> Tokens:
-        index, item_seed = key
-        sample = self.dataset[index]
+        return self._tokenize(*key, self.dataset[key[0]])
+
+    def _tokenize(self, index: int, item_seed: int | None, sample: Any) -> Tokens:
         rng = None if item_seed is None else np.random.default_rng(item_seed)
         tokens = self.modality.tokenize(sample, rng)
         if self.check_spec:
@@ -195,13 +197,14 @@ class TokenDataset(Dataset):
             tokens.label = self.labels[index].item()
         return tokens
 
-
     def __getitems__(self, keys: Sequence[tuple[int, int | None]]) -> list[Tokens] | TokenBatch:
         """A whole batch (the DataLoader's batched fetch): per-sample tokens for
         :func:`collate_tokens`, or a finished :class:`TokenBatch` when the modality
-        tokenises batches itself; then the keys are sorted by index first."""
+        tokenises batches itself; then the keys are sorted by index first. Per-sample
+        tokenising reads the batch's samples in one go (:func:`omnissl.datasets.read_samples`)."""
         if not self.batched:
-            return [self[key] for key in keys]
+            samples = read_samples(self.dataset, [index for index, _ in keys])
+            return [self._tokenize(index, seed, sample) for (index, seed), sample in zip(keys, samples)]
         keys = sorted(keys)  # by index (indices in a batch are distinct)
         indices = [int(index) for index, _ in keys]
         batch = self.modality.tokenize_batch(self.dataset, indices, [seed for _, seed in keys])

@@ -113,6 +113,26 @@ def test_eeg_batched_tokens_equal_per_sample_tokens(mixed, target: str, patch_se
         torch.testing.assert_close(fast.targets[name], slow.targets[name])
 
 
+def test_eeg_tokens_from_stacks_equal_per_sample_tokens(mixed):
+    """Windows read from a data set the modality does not know (shards, mixtures) arrive as
+    stacks (omnissl.datasets.read_stacks): tokenize_stacks makes exactly the per-sample batch,
+    for one montage (the unpadded path), for EEG and MEG stacks of different widths, and for a
+    stack whose windows disagree on positions (taken row by row)."""
+    from omnissl.datasets import stack_samples
+
+    modality = EEGModality(patch_seconds=0.3)  # 2 s windows: 6 patches, the last 40 samples cut
+    samples = [mixed[i] for i in (0, 1, len(mixed) - 2, len(mixed) - 1)]
+    moved = dict(samples[1], positions=samples[1]["positions"] + np.float32(0.01))  # alike, another montage
+    for batch in (samples[:2], samples, [samples[0], moved, *samples[2:]]):
+        stacks = stack_samples(batch)
+        fast = modality.tokenize_stacks(stacks, len(batch))
+        slow = collate_tokens([modality.tokenize(sample, None) for sample in batch])
+        for name in ("values", "coords", "pad", "kinds"):
+            assert torch.equal(getattr(fast, name), getattr(slow, name)), name
+        assert fast.meta == slow.meta
+    assert [len(stack.rows) for stack in stack_samples(samples)] == [2, 2]
+
+
 def test_eeg_batched_tokens_cut_to_whole_patches_on_one_montage(eeg_raw):
     """The unpadded fast path (torch's gather) with windows that are not a whole number of
     patches: only the patches' samples are gathered, and the batch equals per-sample tokens."""

@@ -21,6 +21,8 @@ from omnissl_audio.cache import Clip, FeatureCache
 from omnissl_audio.decode import EXTENSIONS
 from omnissl_audio.frontend import FrontEnd, FrontEndKind
 
+STATS_FILE = "audio_stats.json"  # the run file of a run on clips: the normalisation its inputs had
+
 
 class AudioClips:
     """Clips with optional string labels -> cached, normalised log-mel features.
@@ -96,6 +98,11 @@ class AudioClips:
         return {"mean": self.mean, "std": self.std, "frontend": asdict(self.frontend),
                 "cache": str(self.cache.folder), "num_clips": len(self), "skipped": self.skipped,
                 "silent": self.silent}
+
+    def run_files(self) -> dict[str, Any]:
+        """The run's log-mel normalisation and front-end settings, kept beside it as
+        ``audio_stats.json`` (:func:`omnissl.datasets.write_run_files`; recorded in shards)."""
+        return {STATS_FILE: self.normalisation()}
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         mel = np.asarray(self.cache.frames(index), dtype=np.float32)  # [frames, mels]

@@ -22,6 +22,7 @@ import torch
 from torch import Tensor
 
 from omnissl import CoordGroup, Modality, TargetStream, TokenBatch, Tokens, TokenSpec
+from omnissl.datasets import Stack, read_stacks
 from omnissl.errors import DataError, RecipeError
 from omnissl.recipe import Range
 from omnissl_eeg.sensors import SENSOR_TYPES
@@ -29,6 +30,7 @@ from omnissl_eeg.spectrum import patch_spectrum, spectral_loss
 
 # Classical EEG bands in Hz (delta, theta, alpha, beta, low gamma) for the probe's baseline.
 BANDS: tuple[tuple[float, float], ...] = ((1, 4), (4, 8), (8, 13), (13, 30), (30, 45))
+MONTAGES_KEPT = 1024  # token layouts of montages tokenize_stacks keeps (all forgotten when full)
 
 
 class EEGModality(Modality):
@@ -74,6 +76,7 @@ class EEGModality(Modality):
         self.channel_vocab = int(channel_vocab)
         # data set -> window length -> tables, forgotten with the data set
         self._tables: weakref.WeakKeyDictionary[Any, dict[int, _MontageTables]] = weakref.WeakKeyDictionary()
+        self._layouts: dict[tuple, tuple[np.ndarray, np.ndarray, dict[str, Any]]] = {}  # montage -> tokens' layout
 
     def spec(self) -> TokenSpec:
         return TokenSpec(value_dim=self.patch,
@@ -123,7 +126,7 @@ class EEGModality(Modality):
         get_batch = getattr(dataset, "get_batch", None)
         length = getattr(dataset, "window_length", None)
         if not callable(get_batch) or length is None:
-            return super().tokenize_batch(dataset, indices, seeds)
+            return self.tokenize_stacks(read_stacks(dataset, indices), len(indices))
         tables = self._montage_tables(dataset, length)
         samples = get_batch(indices, samples=tables.patches * self.patch)  # whole patches only: one copy
         signal = torch.from_numpy(samples["signal"])  # [B, C, P * patch] in field units
@@ -138,6 +141,73 @@ class EEGModality(Modality):
         kinds = torch.from_numpy(tables.kinds[:, :tokens][montage])
         meta = [tables.meta[m] for m in montage.tolist()]  # shared per montage: read-only
         return TokenBatch(values=values, coords=coords, pad=pad, kinds=kinds, meta=meta)
+
+    def tokenize_stacks(self, stacks: Sequence[Stack], batch: int) -> TokenBatch:
+        """The same TokenBatch as tokenising each of ``batch`` windows and padding, for windows
+        read from another data set than this plugin's own (shards, mixtures, ...) as stacks of
+        windows that share a recording's channels (:func:`omnissl.datasets.read_stacks`).
+
+        A stack's (n, C, T) signal becomes its rows' (n, C * P, patch) values with one reshape,
+        as in :meth:`tokenize_batch`; coordinates and kinds are built once per montage and kept
+        (:meth:`_layout`), then written into the stack's rows. A stack whose windows do not all
+        share one montage (positions, types, identities) is taken row by row.
+        """
+        parts = []  # (rows, stacked sample) of one montage each
+        for stack in stacks:
+            if _one_montage(stack.sample):
+                parts.append((stack.rows, stack.sample))
+            else:
+                parts += [(stack.rows[k:k + 1], _row(stack.sample, k)) for k in range(len(stack.rows))]
+        shapes = []
+        for _, sample in parts:  # [n, C, T] signal, each part's tokens and patches
+            source = sample.get("source", "sample")
+            self._check_rate(sample["sfreq"], source)
+            channels, length = np.shape(sample["signal"])[1:]
+            shapes.append((channels, self._patches(length, source)))
+        tokens = max(channels * patches for channels, patches in shapes)
+        if len(parts) == 1 and parts[0][0].tolist() == list(range(batch)):  # one montage, rows in order
+            (_, sample), (channels, patches) = parts[0], shapes[0]
+            values = np.empty((batch, tokens, self.patch), dtype=np.float32)  # [B, N, patch]
+            values.reshape(batch, channels, -1)[:] = sample["signal"][:, :, :patches * self.patch]  # one copy
+            coords, kinds, meta = self._layout(sample, channels, patches)
+            return TokenBatch(values=torch.from_numpy(values),
+                              coords=torch.from_numpy(np.repeat(coords[None], batch, 0)),
+                              pad=torch.zeros((batch, tokens), dtype=torch.bool),
+                              kinds=torch.from_numpy(np.repeat(kinds[None], batch, 0)), meta=[meta] * batch)
+        values = np.zeros((batch, tokens, self.patch), dtype=np.float32)  # [B, N, patch], padding zero
+        coords = np.zeros((batch, tokens, 4), dtype=np.float32)
+        kinds = np.zeros((batch, tokens, 2 if self.channel_vocab else 1), dtype=np.int64)
+        pad = np.ones((batch, tokens), dtype=bool)
+        meta: list[Any] = [None] * batch
+        for (rows, sample), (channels, patches) in zip(parts, shapes):
+            n = channels * patches
+            signal = np.asarray(sample["signal"], dtype=np.float32)[:, :, :patches * self.patch]
+            values[rows, :n] = signal.reshape(len(rows), n, self.patch)
+            layout = self._layout(sample, channels, patches)
+            coords[rows, :n], kinds[rows, :n], pad[rows, :n] = layout[0], layout[1], False
+            for row in rows.tolist():
+                meta[row] = layout[2]  # shared per montage: read-only
+        return TokenBatch(values=torch.from_numpy(values), coords=torch.from_numpy(coords), pad=torch.from_numpy(pad),
+                          kinds=torch.from_numpy(kinds), meta=meta)
+
+    def _layout(self, sample: dict[str, Any], channels: int, patches: int
+                ) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
+        """Coordinates, kinds and metadata of a montage's tokens (a stack's first row's), built
+        on first use and kept (a bounded number of montages)."""
+        identities = sample.get("identities")
+        key = (tuple(sample.get("channels", ())), np.asarray(sample["positions"][0]).tobytes(),
+               np.asarray(sample["types"][0]).tobytes(),
+               b"" if identities is None else np.asarray(identities[0]).tobytes(), patches)
+        layout = self._layouts.get(key)
+        if layout is None:
+            ids = self._identities(None if identities is None else identities[0], channels,
+                                   sample.get("source", "sample"))
+            coords, kinds = token_layout(sample["positions"][0], sample["types"][0], patches, ids)
+            meta = {"channels": list(sample.get("channels", [])), "num_channels": channels, "num_patches": patches}
+            if len(self._layouts) >= MONTAGES_KEPT:
+                self._layouts.clear()
+            layout = self._layouts[key] = (coords, kinds, meta)
+        return layout
 
     def on_device(self, batch: TokenBatch) -> TokenBatch:
         """Divide the values by ``amplitude_scale`` (in place: the batch is the loader's, made
@@ -189,6 +259,7 @@ class EEGModality(Modality):
     def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)
         state["_tables"] = weakref.WeakKeyDictionary()  # weak references do not pickle; a worker builds its own
+        state["_layouts"] = {}
         return state
 
     def _identities(self, identities: Any, channels: int, source: str) -> np.ndarray | None:
@@ -228,6 +299,17 @@ class EEGModality(Modality):
         from omnissl_eeg.viz import plot_traces
 
         return plot_traces(batch, hidden, predictions, path, self.patch, self.sfreq, self.amplitude_scale)
+
+
+def _one_montage(sample: dict[str, Any]) -> bool:
+    """Whether every row of a stacked sample has the first row's positions, types and identities."""
+    values = (sample["positions"], sample["types"], sample.get("identities"))  # [n, C, ...] each
+    return all(value is None or value.tobytes() == value[0].tobytes() * len(value) for value in values)
+
+
+def _row(sample: dict[str, Any], k: int) -> dict[str, Any]:
+    """Row ``k`` of a stacked sample, as a stack of one."""
+    return {key: value[k:k + 1] if isinstance(value, np.ndarray) else value for key, value in sample.items()}
 
 
 def token_layout(positions: Any, types: Any, patches: int,

@@ -154,6 +154,15 @@ class WindowDataset:
         state["_view_cache"] = state["_tensor_cache"] = None  # views of memory maps would pickle as copies
         return state
 
+    def run_files(self) -> dict[str, Any]:
+        """The run's channel identities (the names ``data.unknown_channels: index`` numbered, in
+        the order the encoder's identity table learns them) and montages, kept beside it as
+        ``eeg_channels.json`` for exports (:func:`omnissl.datasets.write_run_files`; recorded in
+        shards)."""
+        from omnissl_eeg.braindecode import CHANNELS_FILE, channel_state
+
+        return {CHANNELS_FILE: channel_state(self)}
+
     def summary(self) -> dict[str, int | float | str]:
         """Counts for the run's data summary, from what the windows' reports hold (no file is read):
         source files, continuous recordings and epochs sources, windows and epochs, what was
