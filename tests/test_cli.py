@@ -25,17 +25,22 @@ def test_recipes_ls_show_cp(capsys, tmp_path):
     assert main(["recipes", "cp", "image/mae-digits", str(tmp_path / "mine.yaml")]) == 2  # no overwrite
 
 
-def test_user_mistakes_exit_non_zero_without_traceback(tmp_path):
+def test_user_mistakes_exit_non_zero_without_traceback(tmp_path, capsys):
+    # One mistake through a real process: its exit code, and one message with no traceback.
     result = run_cli("train", "image/mae-digits", "train.stpes=1", "--out", str(tmp_path / "run"))
     assert result.returncode == 2
     assert "Traceback" not in result.stderr
     assert "unknown key train.stpes. Did you mean 'steps'?" in result.stderr
-    result = run_cli("train", "image/mae-digits", "--out", str(tmp_path / "run"), "train.stpes=1")
-    assert result.returncode == 2 and "Did you mean 'steps'?" in result.stderr  # overrides after --out too
-    result = run_cli("train", "no/such-recipe")
-    assert result.returncode == 2 and "no recipe named 'no/such-recipe'" in result.stderr
-    result = run_cli("probe", str(tmp_path))
-    assert result.returncode == 2 and "not a run folder" in result.stderr
+    assert not (tmp_path / "run").exists()
+    # The others through the same entry point in this process (``python -m omnissl`` exits with main's code).
+    for args, message in (
+            (["train", "image/mae-digits", "--out", str(tmp_path / "run"), "train.stpes=1"],
+             "Did you mean 'steps'?"),  # overrides after --out too
+            (["train", "no/such-recipe"], "no recipe named 'no/such-recipe'"),
+            (["probe", str(tmp_path)], "not a run folder")):
+        assert main(args) == 2, args
+        err = capsys.readouterr().err
+        assert message in err and err.startswith("omnissl: error: ") and "Traceback" not in err, err
 
 
 def test_help_ends_with_examples():

@@ -31,6 +31,9 @@ ARGS = ["encoder.dim=32", "encoder.depth=2", "encoder.heads=2", "objective.decod
         "train.ckpt_every=4", "train.val_every=4", "train.val_batches=2", "probe.enabled=false", "viz.enabled=false",
         "modality.crop_scale=[0.5, 1.0]"]
 RTOL = 1e-4  # across world sizes: the gradient all-reduce adds in another order
+MAE = "image/mae-digits"
+# FSDP trains data2vec 2.0, whose EMA teacher is sharded, gathered and checkpointed with the student.
+D2V, D2V_ARGS = "image/data2vec2-digits", ("objective.masks_per_sample=1", "objective.top_k=2")
 
 STALL = """
     import os
@@ -47,8 +50,8 @@ STALL = """
 """
 
 
-def command(out: Path, *extra: str, resume: bool = False) -> list[str]:
-    return [sys.executable, "-m", "omnissl", "train", "image/mae-digits", *ARGS, *extra, "--out", str(out),
+def command(out: Path, *extra: str, resume: bool = False, recipe: str = MAE) -> list[str]:
+    return [sys.executable, "-m", "omnissl", "train", recipe, *ARGS, *extra, "--out", str(out),
             "--nproc", "2"] + (["--resume"] if resume else [])
 
 
@@ -73,14 +76,15 @@ def descendants(pid: int) -> list[int]:
     return found
 
 
-def launch_and_kill_all(out: Path, step: int, plugin_dir: Path, *extra: str) -> str:
+def launch_and_kill_all(out: Path, step: int, plugin_dir: Path, *extra: str, recipe: str = MAE) -> str:
     """A 2-process run whose main process stalls when it logs ``step``; then SIGKILL to the launcher
     and every worker at once, as a pre-empted job. Returns the run's stderr."""
     marker = out.parent / "stalled"
     env = dict(os.environ, OMP_NUM_THREADS="1", OMNISSL_PLUGINS="stall", STALL_AT_STEP=str(step),
                STALL_MARKER=str(marker), PYTHONPATH=f"{plugin_dir}{os.pathsep}{os.environ.get('PYTHONPATH', '')}")
     with open(out.parent / "stderr.txt", "w") as err:
-        process = subprocess.Popen(command(out, *extra), stdout=subprocess.DEVNULL, stderr=err, env=env)
+        process = subprocess.Popen(command(out, *extra, recipe=recipe), stdout=subprocess.DEVNULL, stderr=err,
+                                   env=env)
         deadline = time.monotonic() + 600
         while not marker.exists() and process.poll() is None and time.monotonic() < deadline:
             time.sleep(0.2)
@@ -92,9 +96,10 @@ def launch_and_kill_all(out: Path, step: int, plugin_dir: Path, *extra: str) -> 
     return (out.parent / "stderr.txt").read_text()
 
 
-def in_process(out: Path, *extra: str, resume: bool = False, allow_recipe_change: bool = False) -> None:
+def in_process(out: Path, *extra: str, resume: bool = False, allow_recipe_change: bool = False,
+               recipe: str = MAE, args: list[str] = ARGS) -> None:
     registry = get_registry()
-    train(load_recipe("image/mae-digits", [*ARGS, *extra], registry), registry, out, resume=resume,
+    train(load_recipe(recipe, [*args, *extra], registry), registry, out, resume=resume,
           allow_recipe_change=allow_recipe_change)
 
 
@@ -159,22 +164,43 @@ def test_global_batch_is_the_same_whatever_the_world_size():
             assert got == sampler.batch(step), (world, step)
 
 
-def test_fsdp_two_processes_killed_then_resumed_with_one(runs, tmp_path):
-    """FSDP2 (fully_shard over gloo) logs the single-process losses; after SIGKILL of every process
-    its sharded checkpoint resumes with one process (DCP re-shards), and probes read the
-    consolidated weights."""
-    (tmp_path / "plugins").mkdir()
-    (tmp_path / "plugins" / "stall.py").write_text(textwrap.dedent(STALL))
-    fsdp = tmp_path / "fsdp"
-    launch_and_kill_all(fsdp, 6, tmp_path / "plugins", "train.strategy=fsdp")
-    close(records(fsdp), runs["single"][:6])
-    assert sorted(p.name for p in (fsdp / "checkpoints").glob("sharded-*")) == ["sharded-00000004"]
-    in_process(fsdp, "train.strategy=fsdp", resume=True)  # one process
-    assert sorted(p.name for p in (fsdp / "checkpoints").glob("sharded-*")) == ["sharded-00000008"]
-    close(records(fsdp), runs["single"])
+def test_fsdp_two_processes_killed_then_resumed_with_one(tmp_path):
+    """FSDP2 (fully_shard over gloo) of data2vec 2.0 logs the single-process losses; after SIGKILL
+    of every process its sharded checkpoint, the EMA teacher's shards included, resumes with one
+    process (DCP re-shards) and continues the single-process run; probes read the consolidated
+    weights."""
+    from torch.distributed.checkpoint import FileSystemReader
+
     from omnissl.eval.run import run_features
 
+    (tmp_path / "plugins").mkdir()
+    (tmp_path / "plugins" / "stall.py").write_text(textwrap.dedent(STALL))
+    single, fsdp = tmp_path / "single", tmp_path / "fsdp"
+    in_process(single, *D2V_ARGS, recipe=D2V)
+    launch_and_kill_all(fsdp, 6, tmp_path / "plugins", *D2V_ARGS, "train.strategy=fsdp", recipe=D2V)
+    close(records(fsdp), records(single)[:6])
+    assert sorted(p.name for p in (fsdp / "checkpoints").glob("sharded-*")) == ["sharded-00000004"]
+    sharded = FileSystemReader(str(fsdp / "checkpoints" / "sharded-00000004")).read_metadata().state_dict_metadata
+    consolidated = torch.load(fsdp / "checkpoints" / "last.pt", weights_only=True)["model"]
+    teacher = {k for k in consolidated if k.startswith("teacher.module.")}
+    assert teacher and {f"model.{k}" for k in teacher} <= set(sharded)  # the teacher, whole and in shards
+    in_process(fsdp, *D2V_ARGS, "train.strategy=fsdp", resume=True, recipe=D2V)  # one process
+    assert sorted(p.name for p in (fsdp / "checkpoints").glob("sharded-*")) == ["sharded-00000008"]
+    close(records(fsdp), records(single))
     assert np.isfinite(run_features(fsdp, batch_size=512)).all()
+
+
+def test_fsdp_gathers_the_teacher_that_draws_attention_masks(tmp_path):
+    """iBOT with AttMask asks its EMA teacher's attention for each mask, outside forward: under FSDP
+    (one process, a group of one: the parameters are still sharded tensors) that call gathers the
+    parameters too, and the run logs the unsharded run's losses."""
+    args = ["encoder.dim=32", "encoder.depth=2", "encoder.heads=2", "objective.out_dim=64", "objective.hidden_dim=32",
+            "objective.bottleneck_dim=16", "objective.local_views=2", "masker.name=attention", "train.batch_size=16",
+            "optim.warmup_steps=2", "train.log_every=1", "train.steps=2", "train.ckpt_every=2", "train.val_every=2",
+            "train.val_batches=1", "probe.enabled=false", "viz.enabled=false"]
+    for strategy in ("single", "fsdp"):
+        in_process(tmp_path / strategy, f"train.strategy={strategy}", recipe="image/ibot-digits", args=args)
+    close(records(tmp_path / "fsdp"), records(tmp_path / "single"))
 
 
 def test_strategy_is_checked():

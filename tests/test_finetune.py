@@ -1,5 +1,9 @@
 """Fine-tuning (omnissl finetune), layer-wise lr decay, mixup / cutmix, L2-SP, label fractions,
-and probes on data the user chooses."""
+and probes on data the user chooses.
+
+The commands run through ``omnissl.cli.main`` in this process (each ``python -m omnissl`` costs
+seconds of imports), except the run that SIGKILL ends, which needs a process of its own.
+"""
 
 import json
 import os
@@ -12,9 +16,13 @@ import numpy as np
 import pytest
 import torch
 
+from omnissl.cli import main
 from omnissl.encoders import TokenEncoder
 from omnissl.errors import OmnisslError, RecipeError
 from omnissl.objectives.finetune import Finetune
+from omnissl.plugins import get_registry
+from omnissl.recipe import load_recipe
+from omnissl.train import train
 from omnissl.tokens import CoordGroup, TokenBatch, TokenSpec
 from omnissl.train.data import label_subset
 from omnissl.train.optim import param_groups
@@ -25,16 +33,25 @@ TINY = ["encoder.dim=32", "encoder.depth=2", "encoder.heads=2", "objective.decod
 
 
 def omnissl(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    """``python -m omnissl ARGS``, a process of its own."""
     return subprocess.run([sys.executable, "-m", "omnissl", *args], capture_output=True, text=True, timeout=600,
                           env=dict(os.environ, **(env or {})))
+
+
+def cli(capsys, *args: str) -> tuple[int, str, str]:
+    """``omnissl ARGS`` in this process: its exit code, stdout and stderr."""
+    capsys.readouterr()
+    code = main(list(args))
+    out, err = capsys.readouterr()
+    return code, out, err
 
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory) -> Path:
     """A short pre-training run of the digits with a tiny encoder."""
     out = tmp_path_factory.mktemp("pretrain") / "run"
-    result = omnissl("train", "image/mae-digits", *TINY, "train.steps=30", "train.val_every=0", "--out", str(out))
-    assert result.returncode == 0, result.stderr
+    registry = get_registry()
+    train(load_recipe("image/mae-digits", [*TINY, "train.steps=30", "train.val_every=0"], registry), registry, out)
     return out
 
 
@@ -42,11 +59,11 @@ def records(out: Path) -> list[dict]:
     return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
 
 
-def test_finetune_learns_beats_chance_and_reports_like_probes(run, tmp_path):
+def test_finetune_learns_beats_chance_and_reports_like_probes(run, tmp_path, capsys):
     out = tmp_path / "ft"
-    result = omnissl("finetune", str(run), "train.steps=80", "train.log_every=5", "optim.lr=5e-3",
-                     "--label-fractions", "0.1,1", "--out", str(out))
-    assert result.returncode == 0, result.stderr
+    code, stdout, stderr = cli(capsys, "finetune", str(run), "train.steps=80", "train.log_every=5", "optim.lr=5e-3",
+                               "--label-fractions", "0.1,1", "--out", str(out))
+    assert code == 0, stderr
     report = json.loads((out / "finetune.json").read_text())
     assert report["metric"] == "accuracy" and report["task"] == "classification"
     assert report["split"]["kind"] == "random" and report["split"]["held_out"] == 359
@@ -70,7 +87,7 @@ def test_finetune_learns_beats_chance_and_reports_like_probes(run, tmp_path):
     assert "encoder.safetensors" in tuned and "init: null" in scratch and "name: none" in tuned
     summary = json.loads((out / "0.1" / "pretrained" / "data.json").read_text())
     assert summary["split"]["labelled_train"] == 143 and summary["split"]["label_fraction"] == 0.1
-    assert "pretrained finetune" in result.stdout and "scratch finetune" in result.stdout
+    assert "pretrained finetune" in stdout and "scratch finetune" in stdout
 
 
 KILLER = """
@@ -86,11 +103,11 @@ KILLER = """
 """
 
 
-def test_finetune_resumes_exactly_after_sigkill(run, tmp_path):
+def test_finetune_resumes_exactly_after_sigkill(run, tmp_path, capsys):
     args = ("train.steps=12", "train.ckpt_every=4", "train.log_every=1", "train.val_every=6", "objective.mixup=0.8",
             "objective.cutmix=1.0", "--no-compare-scratch")
     straight = tmp_path / "straight"
-    assert omnissl("finetune", str(run), *args, "--out", str(straight)).returncode == 0
+    assert cli(capsys, "finetune", str(run), *args, "--out", str(straight))[0] == 0
     plugins = tmp_path / "plugins"
     plugins.mkdir()
     (plugins / "killer.py").write_text(textwrap.dedent(KILLER))
@@ -98,11 +115,12 @@ def test_finetune_resumes_exactly_after_sigkill(run, tmp_path):
     env = {"OMNISSL_PLUGINS": "killer", "KILL_AT_STEP": "10", "PYTHONPATH": f"{plugins}{os.pathsep}"
            + os.environ.get("PYTHONPATH", "")}
     assert omnissl("finetune", str(run), *args, "--out", str(killed), env=env).returncode == -9
-    refused = omnissl("finetune", str(run), *args, "--out", str(killed))
-    assert refused.returncode == 2 and "--resume" in refused.stderr
-    result = omnissl("finetune", str(run), *args, "--out", str(killed), "--resume")
-    assert result.returncode == 0, result.stderr
+    code, _, stderr = cli(capsys, "finetune", str(run), *args, "--out", str(killed))
+    assert code == 2 and "--resume" in stderr
+    code, _, stderr = cli(capsys, "finetune", str(run), *args, "--out", str(killed), "--resume")
+    assert code == 0, stderr
     drop = lambda rs: [{k: v for k, v in r.items() if k != "samples_per_s"} for r in rs]  # noqa: E731
+    assert [r["step"] for r in records(killed / "pretrained")] == list(range(1, 13))
     assert drop(records(killed / "pretrained")) == drop(records(straight / "pretrained"))
     a, b = (json.loads((d / "finetune.json").read_text()) for d in (straight, killed))
     assert a["pretrained"] == b["pretrained"]
@@ -232,7 +250,7 @@ def test_label_subset_keeps_every_class_and_is_seeded():
     assert len(label_subset(np.linspace(0, 1, 100), np.arange(100), 0.01, 0, "regression")) == 2
 
 
-def test_probe_on_another_data_set_with_a_test_set_and_label_fractions(run, tmp_path):
+def test_probe_on_another_data_set_with_a_test_set_and_label_fractions(run, tmp_path, capsys):
     from sklearn.datasets import load_digits
 
     digits = load_digits()
@@ -241,10 +259,10 @@ def test_probe_on_another_data_set_with_a_test_set_and_label_fractions(run, tmp_
     test = np.isin(digits.target[1200:], [3, 7])  # a test set with two of the classes: indices remapped
     np.savez(tmp_path / "test.npz", images=digits.images[1200:][test] / 16, labels=names[1200:][test])
     out = tmp_path / "custom.json"
-    result = omnissl("probe", str(run), "data.name=numpy", f"data.path={tmp_path / 'train.npz'}",
-                     "--test", f"data.path={tmp_path / 'test.npz'}", "--label-fractions", "0.05,1",
-                     "--out", str(out))
-    assert result.returncode == 0, result.stderr
+    code, _, stderr = cli(capsys, "probe", str(run), "data.name=numpy", f"data.path={tmp_path / 'train.npz'}",
+                          "--test", f"data.path={tmp_path / 'test.npz'}", "--label-fractions", "0.05,1",
+                          "--out", str(out))
+    assert code == 0, stderr
     report = json.loads(out.read_text())
     assert report["split"]["kind"] == "test set" and report["num_train"] == 1200
     assert report["num_test"] == int(test.sum())
@@ -252,8 +270,8 @@ def test_probe_on_another_data_set_with_a_test_set_and_label_fractions(run, tmp_
     assert set(report["label_fractions"]) == {"0.05", "1"}
     assert report["label_fractions"]["0.05"]["num_train"] == 60
     assert (tmp_path / "label_efficiency.png").is_file() and not (run / "probe.json").exists()
-    refused = omnissl("probe", str(run), "encoder.dim=8")
-    assert refused.returncode == 2 and "'encoder.dim=8' would change the pre-trained encoder" in refused.stderr
+    code, _, stderr = cli(capsys, "probe", str(run), "encoder.dim=8")
+    assert code == 2 and "'encoder.dim=8' would change the pre-trained encoder" in stderr
 
 
 def test_probe_pools_as_the_modality_reads_out_and_random_features(run, monkeypatch):

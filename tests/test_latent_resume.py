@@ -4,7 +4,8 @@
 Each objective keeps state beyond the encoder and the optimiser (I-JEPA, data2vec 2.0 and iBOT an
 EMA teacher; iBOT its centres and its temperature clock too), and draws its masks and views from
 the step's generator; a resume that lost any of it, or drew different views, would show in the
-losses. The killer plugin and the record reader are tests/test_ema.py's.
+losses. The killer plugin and the record reader are tests/test_ema.py's. The uninterrupted run
+and the resume train in this process; the killed run has a process of its own.
 """
 
 from __future__ import annotations
@@ -18,6 +19,10 @@ from pathlib import Path
 import pytest
 import torch
 from test_ema import KILLER, records
+
+from omnissl.plugins import get_registry
+from omnissl.recipe import load_recipe
+from omnissl.train import train as train_here
 
 # A tiny encoder and each objective's heads shrunk, on the digits demos' recipes; the kill
 # comes at step 7, after the checkpoint of step 6 and before the validation of step 8.
@@ -34,14 +39,19 @@ OBJECTIVES = {
 KEYS = {"ijepa": "teacher.module.", "data2vec2": "teacher.module.", "ibot": "center"}
 
 
-def train(out: Path, plugins: Path, objective: str, kill_at: int | None = None,
-          resume: bool = False) -> subprocess.CompletedProcess:
-    env = dict(os.environ, OMNISSL_PLUGINS="killer", KILL_AT_STEP=str(kill_at or -1))
+def train(out: Path, plugins: Path, objective: str, kill_at: int) -> subprocess.CompletedProcess:
+    """The run through the CLI, killed with SIGKILL as step ``kill_at`` is logged."""
+    env = dict(os.environ, OMNISSL_PLUGINS="killer", KILL_AT_STEP=str(kill_at))
     env["PYTHONPATH"] = f"{plugins}{os.pathsep}{env.get('PYTHONPATH', '')}"
     command = [sys.executable, "-m", "omnissl", "train", f"image/{objective}-digits", *TINY, *OBJECTIVES[objective],
                "--out", str(out)]
-    return subprocess.run(command + (["--resume"] if resume else []), capture_output=True, text=True, env=env,
-                          timeout=600)
+    return subprocess.run(command, capture_output=True, text=True, env=env, timeout=600)
+
+
+def train_in_process(out: Path, objective: str, resume: bool = False) -> None:
+    registry = get_registry()
+    recipe = load_recipe(f"image/{objective}-digits", [*TINY, *OBJECTIVES[objective]], registry)
+    train_here(recipe, registry, out, resume=resume)
 
 
 @pytest.mark.parametrize("objective", sorted(OBJECTIVES))
@@ -50,15 +60,13 @@ def test_killed_latent_run_resumes_exactly(tmp_path, objective):
     plugins.mkdir()
     (plugins / "killer.py").write_text(textwrap.dedent(KILLER))
     straight, killed = tmp_path / "straight", tmp_path / "killed"
-    result = train(straight, plugins, objective)
-    assert result.returncode == 0, result.stderr
+    train_in_process(straight, objective)
     result = train(killed, plugins, objective, kill_at=7)
     assert result.returncode == -9, result.stderr
     state = torch.load(killed / "checkpoints" / "last.pt", weights_only=True)
     assert state["step"] == 6
     assert any(key.startswith(KEYS[objective]) for key in state["model"])  # the state that must survive
-    result = train(killed, plugins, objective, resume=True)
-    assert result.returncode == 0, result.stderr
+    train_in_process(killed, objective, resume=True)
     expected = records(straight)
     assert len(expected) == 9 and sum("val_loss" in r for r in expected) == 3  # steps 4, 8 and 9
     assert records(killed) == expected

@@ -120,7 +120,7 @@ def wrap(objective: nn.Module, dist: Dist, device: torch.device, precision: str)
         return DistributedDataParallel(objective, device_ids=None, forward_sync_buffers=False,
                                        find_unused_parameters=True)
     if dist.strategy == "fsdp":
-        from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
+        from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard, register_fsdp_forward_method
 
         policy = MixedPrecisionPolicy()
         if device.type == "cuda" and precision != "fp32":  # bf16 compute and gathers, fp32 reduction
@@ -130,6 +130,10 @@ def wrap(objective: nn.Module, dist: Dist, device: torch.device, precision: str)
         for block in transformer_blocks(objective):
             fully_shard(block, mp_policy=policy)
         fully_shard(objective, mp_policy=policy)
+        # An objective that draws its masks from its own model (iBOT's AttMask asks the EMA teacher's
+        # attention) does so outside forward: the call gathers the parameters as forward does.
+        if callable(getattr(objective, "make_mask", None)):
+            register_fsdp_forward_method(objective, "make_mask")
         return objective
     return objective
 
