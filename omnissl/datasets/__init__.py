@@ -21,7 +21,7 @@ def read_samples(dataset: Any, indices: Sequence[int]) -> list[Any]:
     """``[dataset[i] for i in indices]``, in one batched read where the data set has one.
 
     A data set may define ``get_samples(indices) -> list`` that reads several samples in one
-    pass (shards read a batch in file order from their chunks' memory maps; a mixture asks each
+    pass (shards read a batch from their chunks' memory maps; a mixture asks each
     source for its share); the loader reads each batch of per-sample tokenising through here.
     """
     get_samples = getattr(dataset, "get_samples", None)
@@ -37,7 +37,9 @@ class Stack(NamedTuple):
     Attributes:
         rows: (n,) positions of these samples among the batch's indices.
         sample: a sample of the data set with each array of shape S replaced by the (n, *S)
-            stack of the n samples' arrays, row k the sample at position ``rows[k]``.
+            stack of the n samples' arrays, row k the sample at position ``rows[k]``. The stacks
+            are the batch's own (new, writable, sharing memory with nothing the data set keeps):
+            a modality may make its tokens views of them and change them in place.
     """
 
     rows: np.ndarray
@@ -49,7 +51,7 @@ def read_stacks(dataset: Any, indices: Sequence[int]) -> list[Stack]:
     samples with array operations (omnissl-eeg's ``tokenize_batch`` for data sets other than its own).
 
     A data set may define ``get_stacks(indices) -> list[Stack]`` that reads them stacked straight
-    away (shards copy each sample's arrays from the chunk's memory map into the stack; a mixture
+    away (shards gather each array from the chunk's memory map into its stack; a mixture
     asks each source); any other's samples are read (:func:`read_samples`) and stacked
     (:func:`stack_samples`).
     """

@@ -13,11 +13,11 @@ layout, the one its ``PyTreeLoader`` reads:
   dtype code, the number of dimensions and the shape (uint32 each), then the values in C order.
 
 So a batch is read here from memory maps of the chunk files with a fixed number of array
-operations, whatever its size: the samples laid out alike (the same leaf sizes, layout string and
-array headers: the windows of one recording, say) are copied out of the map in one gather per
-chunk, as records of a structured dtype whose fields are their arrays, stacked
-(:class:`omnissl.datasets.Stack`). Each chunk's offset table is checked against ``index.json``
-when it is mapped, each batch's headers against its first sample's; a chunk in another layout is
+operations, whatever its size: for the samples laid out alike (the same leaf sizes, layout string
+and array headers: the windows of one recording, say) each array is gathered straight from the
+map into its stack (:class:`omnissl.datasets.Stack`), one copy of only its values, one gather per
+chunk. Each chunk's offset table is checked against ``index.json`` when it is mapped, every
+sample's headers in a batch against a parsed and checked sample's; a chunk in another layout is
 refused, naming it. Object stores go through LitData (``ShardDataset.get_samples``), which
 fetches and evicts their chunks.
 """
@@ -30,7 +30,7 @@ import os
 import struct
 from collections import OrderedDict
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, NamedTuple, Sequence
 
 import numpy as np
 
@@ -39,10 +39,15 @@ from omnissl.errors import DataError
 _ARRAY_HEAD = struct.Struct("<II")  # dtype code, number of dimensions
 
 
-def _aligned(field: np.ndarray, stride: int) -> np.ndarray:
-    """``field`` (a view of records ``stride`` bytes apart) if numpy and torch can use it as it is
-    (its values aligned, its strides whole elements), else a contiguous copy."""
-    return field if field.flags.aligned and stride % field.itemsize == 0 else field.copy()
+class _Item(NamedTuple):
+    """How the items of one kind are laid out: items whose bytes at ``shared`` equal ``head`` (the
+    leaf sizes, the layout string and the arrays' headers) have this ``layout`` and their arrays
+    at the ``fields`` (offset of the values in the item, dtype, shape)."""
+
+    layout: str
+    shared: np.ndarray  # (columns,) int64 byte offsets in the item
+    head: np.ndarray  # (columns,) uint8: the parsed item's bytes there
+    fields: tuple[tuple[int, np.dtype, tuple[int, ...]], ...]
 
 
 class ChunkReader:
@@ -56,7 +61,7 @@ class ChunkReader:
     """
 
     MAPPED = 64  # chunk files a process keeps mapped (least recently used unmapped first)
-    ITEM_TYPES = 256  # structured dtypes of distinct items kept (all forgotten when full)
+    ITEM_TYPES = 256  # item types (_Item) of distinct items kept (all forgotten when full)
 
     def __init__(self, folder: Path, chunks: Sequence[dict[str, Any]], leaves: int, where: str):
         from litdata.constants import _NUMPY_DTYPES_MAPPING  # LitData's numpy dtype codes
@@ -67,22 +72,24 @@ class ChunkReader:
         self.where = where
         self._dtypes = {code: np.dtype(dtype) for code, dtype in _NUMPY_DTYPES_MAPPING.items()
                         if np.dtype(dtype).kind in "biufc"}
-        self._items: dict[tuple, tuple[np.dtype, np.dtype, str, np.ndarray]] = {}  # see _item_type
-        self._maps: OrderedDict[int, tuple[np.ndarray, np.ndarray]] = OrderedDict()
+        self._items: dict[tuple, _Item] = {}  # per distinct item (see _item_type)
+        self._recent: dict[int, _Item] = {}  # item length -> the item type last read with it
+        self._maps: OrderedDict[int, tuple[np.ndarray, np.ndarray, dict]] = OrderedDict()
         self._pid = os.getpid()
 
     def read_stacks(self, indices: Sequence[int]) -> list[tuple[np.ndarray, str, list[np.ndarray]]]:
         """The samples at ``indices``, in groups that share their layout and their arrays' dtypes
         and shapes: ``(rows, layout, arrays)`` per group, ``rows`` the group's positions in
         ``indices`` and ``arrays[k]`` (len(rows), *shape) the group's k-th arrays, stacked
-        (writable, independent of the files). The samples' bytes are copied from the memory map
-        in one operation per chunk, as records whose fields are the stacks (:meth:`_stack`)."""
+        (writable, independent of the files). Each array's values are copied from the memory map
+        into its stack in one operation per chunk (:meth:`_stack`)."""
         if self._pid != os.getpid():  # a forked DataLoader worker maps the files itself
             self._maps, self._pid = OrderedDict(), os.getpid()
-        index = np.asarray(indices, dtype=np.int64)
-        rows = np.argsort(index, kind="stable")  # [B] file order
-        ordered = index[rows]
-        chunk = np.searchsorted(self.first, ordered, side="right") - 1  # [B], ascending
+        # In the batch's order (not the files'): a batch of one kind is then its stacks as they are,
+        # rows 0..B-1, that a modality can reshape into tokens without reordering them.
+        ordered = np.asarray(indices, dtype=np.int64)
+        rows = np.arange(len(ordered))  # [B]
+        chunk = np.searchsorted(self.first, ordered, side="right") - 1  # [B]
         parts = self._by_chunk(chunk)
         if len(parts) == 1:
             offsets = self._mapped(parts[0][0])[0]
@@ -98,25 +105,31 @@ class ChunkReader:
         return self._stack(rows, chunk, starts, lengths, ordered)
 
     def _by_chunk(self, chunk: np.ndarray) -> list[tuple[int, Any]]:
-        """(chunk, which samples) for each chunk of the ascending ``chunk``: usually just one."""
-        if chunk[0] == chunk[-1]:
+        """(chunk, which samples) for each chunk in ``chunk`` (each sample's): usually just one."""
+        if (chunk == chunk[0]).all():
             return [(int(chunk[0]), slice(None))]
         return [(c, chunk == c) for c in np.unique(chunk).tolist()]
 
     def _stack(self, rows: np.ndarray, chunk: np.ndarray, starts: np.ndarray, lengths: np.ndarray,
                index: np.ndarray) -> list[tuple[np.ndarray, str, list[np.ndarray]]]:
         """Samples ``rows`` (``index`` in the shards, in ``chunk`` from ``starts`` on, ``lengths``
-        bytes) stacked. When all are laid out as the first (the same leaf sizes, layout and
-        arrays' headers), their bytes are copied out of the chunks as records of one structured
-        dtype (:meth:`_item_type`), whose fields are then the stacks; else they are grouped by
-        length, or by those bytes, and each group stacked (or read alone: :meth:`_single`)."""
-        if (lengths == lengths[0]).all():
-            item, whole, layout, shared = self._item_type(int(chunk[0]), int(starts[0]), int(lengths[0]),
-                                                          int(index[0]))
-            records = self._gather(self._by_chunk(chunk), starts, whole).view(item)  # [n] one per sample
-            head = records.view(np.uint8).reshape(len(rows), item.itemsize)[:, shared]  # [n, sizes, layout, headers]
-            if (head == head[0]).all():  # each array a view of the records where aligned, else its own copy
-                return [(rows, layout, [_aligned(records[name], item.itemsize) for name in item.names])]
+        bytes) stacked. When all are laid out alike (the same leaf sizes, layout and arrays'
+        headers: the byte columns of an :class:`_Item`, read for every sample and compared), each
+        stacked array is gathered straight from the chunks (:meth:`_gather`), one copy of just its
+        values; else they are grouped by length, or by those bytes, and each group stacked (or
+        read alone: :meth:`_single`). The item type of the last batch of this length is tried
+        first, so a batch like the one before parses no header."""
+        parts = self._by_chunk(chunk)
+        length = int(lengths[0])
+        if (lengths == length).all():
+            item = self._recent.get(length)
+            head = None if item is None else self._columns(parts, starts, item)  # [n, header bytes]
+            if head is None or not (head == item.head).all():
+                item = self._item_type(int(chunk[0]), int(starts[0]), length, int(index[0]))
+                head = self._columns(parts, starts, item)
+            if (head == item.head).all():  # each sample laid out as the item parsed, whose sizes it checked
+                self._recent[length] = item
+                return [(rows, item.layout, [self._gather(parts, starts, *field) for field in item.fields])]
             keys = [row.tobytes() for row in head]  # samples laid out otherwise (another layout string, say)
         else:
             keys = lengths.tolist()
@@ -161,28 +174,48 @@ class ChunkReader:
             at += size
         return out
 
-    def _gather(self, parts: list[tuple[int, Any]], starts: np.ndarray, dtype: np.dtype) -> np.ndarray:
-        """(samples,) elements of ``dtype`` (bytes: a sample's item), each read from its chunk
-        (``parts``: :meth:`_by_chunk`) at its start: one gather per chunk, from a view of the
-        chunk whose element r begins at byte r, so a memcpy per sample."""
-        out = None
+    def _columns(self, parts: list[tuple[int, Any]], starts: np.ndarray, item: _Item) -> np.ndarray:
+        """(samples, header bytes): each sample's bytes at ``item.shared`` (its leaf sizes, layout
+        and arrays' headers), one gather per chunk."""
+        if len(parts) == 1:
+            return self._mapped(parts[0][0])[1][starts[:, None] + item.shared]
+        out = np.empty((len(starts), len(item.shared)), dtype=np.uint8)
         for c, mine in parts:
-            data = self._mapped(c)[1]
-            part = np.ndarray((len(data) - dtype.itemsize + 1,), dtype, data, strides=(1,))[starts[mine]]
-            if len(parts) == 1:
-                return part
-            if out is None:
-                out = np.empty(len(starts), dtype=dtype)
-            out[mine] = part
+            out[mine] = self._mapped(c)[1][starts[mine, None] + item.shared]
         return out
 
-    def _item_type(self, chunk: int, start: int, length: int, sample: int
-                   ) -> tuple[np.dtype, np.dtype, str, np.ndarray]:
-        """For the item of ``length`` bytes at ``start`` in ``chunk`` (sample ``sample``): a
-        structured dtype with one field per array (its dtype and shape, at its offset), the
-        plain bytes dtype of the same size, the item's layout, and the byte columns (leaf
-        sizes, layout, arrays' headers) that every item of this dtype shares with it. Kept per
-        distinct item."""
+    def _gather(self, parts: list[tuple[int, Any]], starts: np.ndarray, offset: int, dtype: np.dtype,
+                shape: tuple[int, ...]) -> np.ndarray:
+        """(samples, *shape) ``dtype``: each sample's array at ``offset`` of its item, copied once
+        straight into the stack (contiguous, aligned, writable): one gather per chunk from a view
+        of the chunk whose element r is the array's bytes from byte ``offset + r`` on, so a memcpy
+        of just the array's values per sample (not of the whole item)."""
+        size = math.prod(shape) * dtype.itemsize
+        if size == 0:
+            return np.empty((len(starts), *shape), dtype=dtype)
+        if len(parts) == 1:
+            out = self._view(parts[0][0], offset, size)[starts]
+        else:
+            out = np.empty(len(starts), dtype=np.dtype((np.void, size)))
+            for c, mine in parts:
+                out[mine] = self._view(c, offset, size)[starts[mine]]
+        return out.view(dtype).reshape(len(starts), *shape)
+
+    def _view(self, chunk: int, offset: int, size: int) -> np.ndarray:
+        """Chunk ``chunk`` as elements of ``size`` bytes, element r the bytes from ``offset + r`` on
+        (kept with the chunk's memory map)."""
+        _, data, views = self._mapped(chunk)
+        view = views.get((offset, size))
+        if view is None:
+            if len(views) >= self.ITEM_TYPES:
+                views.clear()
+            view = views[offset, size] = np.ndarray((len(data) - offset - size + 1,), np.dtype((np.void, size)),
+                                                    data, offset, (1,))
+        return view
+
+    def _item_type(self, chunk: int, start: int, length: int, sample: int) -> _Item:
+        """The :class:`_Item` of the item of ``length`` bytes at ``start`` in ``chunk`` (sample
+        ``sample``), its arrays' headers checked against their sizes. Kept per distinct item."""
         data = self._mapped(chunk)[1]
         sizes = struct.unpack_from(f"<{self.leaves}I", data, start)
         at = 4 * self.leaves + sizes[0]
@@ -190,22 +223,22 @@ class ChunkReader:
             raise DataError(f"{self.where}: sample {sample}'s leaves add up to {at + sum(sizes[1:])} bytes, its "
                             f"chunk's offsets give {length}; the shards are damaged: write them again")
         arrays = self._arrays(data, start, sizes, sample)
-        key = (sizes, bytes(data[start + 4 * self.leaves:start + at]),
-               *((dtype.str, shape) for _, dtype, shape in arrays))
+        heads = [range(0, at)] + [range(offset - 8 - 4 * len(shape), offset) for offset, _, shape in arrays]
+        shared = np.fromiter((i for span in heads for i in span), dtype=np.int64)
+        head = data[start + shared]
+        key = (length, head.tobytes())  # the bytes that determine the item type
         known = self._items.get(key)
         if known is None:
             if len(self._items) >= self.ITEM_TYPES:
                 self._items.clear()
-            fields = {"names": [f"a{k}" for k in range(len(arrays))], "itemsize": length,
-                      "formats": [(dtype, shape) for _, dtype, shape in arrays],
-                      "offsets": [offset for offset, _, _ in arrays]}
-            heads = [range(0, at)] + [range(offset - 8 - 4 * len(shape), offset) for offset, _, shape in arrays]
-            known = self._items[key] = (np.dtype(fields), np.dtype((np.void, length)), key[1].decode("utf-8"),
-                                        np.fromiter((i for span in heads for i in span), dtype=np.int64))
+                self._recent.clear()
+            layout = bytes(data[start + 4 * self.leaves:start + at]).decode("utf-8")
+            known = self._items[key] = _Item(layout, shared, head, tuple(arrays))
         return known
 
-    def _mapped(self, chunk: int) -> tuple[np.ndarray, np.ndarray]:
-        """Chunk ``chunk``'s item offsets (items + 1,) and its bytes, memory-mapped on first use."""
+    def _mapped(self, chunk: int) -> tuple[np.ndarray, np.ndarray, dict[tuple[int, int], np.ndarray]]:
+        """Chunk ``chunk``'s item offsets (items + 1,), its bytes, memory-mapped on first use, and
+        the views :meth:`_view` keeps of them."""
         if chunk in self._maps:
             self._maps.move_to_end(chunk)
             return self._maps[chunk]
@@ -224,10 +257,10 @@ class ChunkReader:
                 or np.any(np.diff(offsets) < 4 * self.leaves)):
             raise DataError(f"{self.where}: chunk {file.name} is not laid out as omnissl shard writes it ({items} "
                             f"items, as index.json says, then their offsets and the items); write the shards again")
-        self._maps[chunk] = (offsets, data)
+        self._maps[chunk] = (offsets, data, {})
         if len(self._maps) > self.MAPPED:
             self._maps.popitem(last=False)  # unmapped once no array refers to it
-        return offsets, data
+        return self._maps[chunk]
 
     def __getstate__(self) -> dict[str, Any]:
         return {**self.__dict__, "_maps": OrderedDict()}  # memory maps do not pickle: a worker maps its own

@@ -29,7 +29,7 @@ import functools
 import importlib
 import json
 import sys
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
@@ -127,41 +127,52 @@ def _check_importable(module: str, qualname: str, where: str) -> None:
 def decode(layout: str, arrays: Sequence[np.ndarray], where: str = "shards") -> Any:
     """The sample that :func:`encode` turned into ``(layout, arrays)``."""
     try:
-        return _decode(_parse(layout), arrays, where)
+        return _builder(layout)(arrays, where)
     except (IndexError, KeyError, TypeError, ValueError) as exc:
         raise DataError(f"{where}: a sample's layout does not match its arrays ({exc!r}); the shards are damaged: "
                         f"write them again with omnissl shard") from exc
 
 
 @functools.lru_cache(maxsize=4096)
-def _parse(layout: str) -> Any:
-    # Samples of one data set share a handful of layouts: each is parsed once; _decode never
-    # mutates the parsed tree, it builds new containers.
-    return json.loads(layout)
+def _builder(layout: str) -> Callable[[Sequence[np.ndarray], str], Any]:
+    # Samples of one data set share a handful of layouts: each is parsed once into a function
+    # that builds the sample from its arrays (new containers each call: nothing is shared
+    # between samples but strings and numbers).
+    return _compile(json.loads(layout))
 
 
-def _decode(node: Any, arrays: Sequence[np.ndarray], where: str) -> Any:
+def _compile(node: Any) -> Callable[[Sequence[np.ndarray], str], Any]:
+    """A function ``(arrays, where) -> value`` that builds the layout node ``node``."""
     if isinstance(node, dict):
-        return {k: _decode(v, arrays, where) for k, v in node.items()}
+        items = [(k, _compile(v)) for k, v in node.items()]
+        return lambda arrays, where: {k: build(arrays, where) for k, build in items}
     if not isinstance(node, list):
-        return node
+        return lambda arrays, where: node
     tag = node[0]
     if tag == "a":
-        return arrays[node[1]]
+        k = node[1]
+        return lambda arrays, where: arrays[k]
     if tag == "T":
-        import torch
+        k = node[1]
 
-        return torch.from_numpy(arrays[node[1]])
-    if tag == "l":
-        return [_decode(v, arrays, where) for v in node[1]]
-    if tag == "t":
-        return tuple(_decode(v, arrays, where) for v in node[1])
+        def tensor(arrays: Sequence[np.ndarray], where: str) -> Any:
+            import torch
+
+            return torch.from_numpy(arrays[k])
+        return tensor
+    if tag in ("l", "t"):
+        parts = [_compile(v) for v in node[1]]
+        container = list if tag == "l" else tuple
+        return lambda arrays, where: container([build(arrays, where) for build in parts])
     if tag == "g":
-        return np.dtype(node[2]).type(node[1])
+        value, dtype = node[1], np.dtype(node[2])
+        return lambda arrays, where: dtype.type(value)
     if tag == "u":
-        return np.array(node[1], dtype=np.dtype(node[2]))
+        nested, dtype = node[1], np.dtype(node[2])
+        return lambda arrays, where: np.array(nested, dtype=dtype)
     if tag == "c":
-        return _dataclass(node[1], where)(**{k: _decode(v, arrays, where) for k, v in node[2].items()})
+        path, fields = node[1], [(k, _compile(v)) for k, v in node[2].items()]
+        return lambda arrays, where: _dataclass(path, where)(**{k: build(arrays, where) for k, build in fields})
     raise ValueError(f"unknown layout tag {tag!r}")
 
 

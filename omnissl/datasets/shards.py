@@ -188,8 +188,8 @@ class ShardDataset:
         return codec.decode(layout, arrays, f"data.path {self.path}")
 
     def get_samples(self, indices: Sequence[int]) -> list[Any]:
-        """``[self[i] for i in indices]`` in one pass: a local folder's samples are read in file
-        order from memory maps of its chunks (:class:`omnissl.datasets.chunks.ChunkReader`), an
+        """``[self[i] for i in indices]`` in one pass: a local folder's samples are read from
+        memory maps of its chunks (:class:`omnissl.datasets.chunks.ChunkReader`), an
         object store's one by one through LitData, which fetches their chunks. The loader reads
         each batch this way (:func:`omnissl.datasets.read_samples`)."""
         index = self._checked(indices)
@@ -205,8 +205,8 @@ class ShardDataset:
 
     def get_stacks(self, indices: Sequence[int]) -> list[Stack]:
         """The samples at ``indices`` as stacks of samples that differ only in their arrays'
-        values (:func:`omnissl.datasets.read_stacks`); from a local folder each sample's arrays
-        are copied once, straight from the chunk's memory map into the stack."""
+        values (:func:`omnissl.datasets.read_stacks`); from a local folder each stacked array is
+        gathered once, straight from the chunk's memory map, in the order of ``indices``."""
         index = self._checked(indices)
         if self._reader is None:
             return stack_samples(self.get_samples(index))

@@ -148,7 +148,9 @@ class EEGModality(Modality):
         windows that share a recording's channels (:func:`omnissl.datasets.read_stacks`).
 
         A stack's (n, C, T) signal becomes its rows' (n, C * P, patch) values with one reshape,
-        as in :meth:`tokenize_batch`; coordinates and kinds are built once per montage and kept
+        as in :meth:`tokenize_batch`: when the batch is one stack of float32 windows of whole
+        patches, the values are the stack's signal itself (no copy: a Stack's arrays are the
+        batch's own), else they are copied once; coordinates and kinds are built once per montage and kept
         (:meth:`_layout`), then written into the stack's rows. A stack whose windows do not all
         share one montage (positions, types, identities) is taken row by row.
         """
@@ -167,8 +169,12 @@ class EEGModality(Modality):
         tokens = max(channels * patches for channels, patches in shapes)
         if len(parts) == 1 and parts[0][0].tolist() == list(range(batch)):  # one montage, rows in order
             (_, sample), (channels, patches) = parts[0], shapes[0]
-            values = np.empty((batch, tokens, self.patch), dtype=np.float32)  # [B, N, patch]
-            values.reshape(batch, channels, -1)[:] = sample["signal"][:, :, :patches * self.patch]  # one copy
+            signal = sample["signal"][:, :, :patches * self.patch]  # [B, C, P * patch]
+            if isinstance(signal, np.ndarray) and signal.flags.writeable:  # the batch's own (a Stack's arrays are)
+                values = np.ascontiguousarray(signal, dtype=np.float32)  # whole patches, float32: a view
+            else:
+                values = np.array(signal, dtype=np.float32)  # [B, C, P * patch], a copy the batch owns
+            values = values.reshape(batch, tokens, self.patch)  # [B, N, patch]: a view
             coords, kinds, meta = self._layout(sample, channels, patches)
             return TokenBatch(values=torch.from_numpy(values),
                               coords=torch.from_numpy(np.repeat(coords[None], batch, 0)),
