@@ -132,6 +132,7 @@ def test_patch_loss_and_centre_read_hidden_tokens_only(head_norm):
 
     def run(features, student_offset=None):
         objective.patch_center.zero_()
+        objective.center_sums.zero_()
         views.teacher_features = features
         handle = None
         if student_offset is not None:  # changes the student's global-view features (its first call)
@@ -143,6 +144,7 @@ def test_patch_loss_and_centre_read_hidden_tokens_only(head_norm):
 
             handle = objective.encoder.register_forward_hook(hook)
         out = objective(batch, views)
+        objective.update_centers()  # what after_step does once per optimiser step
         if handle is not None:
             handle.remove()
         return out.metrics["loss_mim"], objective.patch_center.clone(), out.metrics["loss_dino"]
@@ -178,6 +180,7 @@ def test_nothing_hidden_gives_a_zero_patch_loss_and_keeps_the_patch_centre(head_
     assert out.metrics["loss_mim"] == 0 and torch.isfinite(out.loss)
     out.loss.backward()
     assert all(torch.isfinite(p.grad).all() for p in objective.heads.parameters() if p.grad is not None)
+    objective.update_centers()
     assert torch.equal(objective.patch_center, torch.full_like(objective.patch_center, 0.25))
     assert objective.center.abs().sum() > 0  # the pooled centre still moves
 
@@ -206,9 +209,12 @@ def test_centres_update_in_training_are_saved_and_the_teacher_follows():
     views = objective.make_mask(batch, RandomMasker(0.5), torch.Generator().manual_seed(0))
     objective.eval()
     objective(batch, views)
+    objective.update_centers()
     assert not objective.center.any() and not objective.patch_center.any()  # evaluation leaves them
     objective.train()
     objective(batch, views).loss.backward()
+    assert not objective.center.any()  # the step's sums wait for the optimiser step
+    objective.update_centers()
     glob = select_views(batch, views.global_idx, views.global_pad)
     with torch.no_grad():
         teacher = objective.encoder(glob.values, glob.coords, glob.kinds, glob.pad)
@@ -235,6 +241,32 @@ def test_centres_update_in_training_are_saved_and_the_teacher_follows():
     assert torch.equal(fresh.center, objective.center) and torch.equal(fresh.progress, objective.progress)
     pairs = zip(fresh.teacher_heads.parameters(), objective.teacher_heads.parameters())
     assert all(torch.equal(a, b) for a, b in pairs)
+
+
+def test_centres_move_once_per_step_over_all_its_micro_batches():
+    # The centres follow the global batch of a step, however it is cut into micro-batches (or
+    # processes: the sums are all-reduced once): a step's later micro-batches do not see a centre
+    # moved by its earlier ones, and the centres move by the mean over all of them.
+    objective = build(center_momentum=0.5)
+    parts = [collate_tokens(SAMPLES[:2]), collate_tokens(SAMPLES[2:])]
+    views = [objective.make_mask(part, RandomMasker(0.5), torch.Generator().manual_seed(k))
+             for k, part in enumerate(parts)]
+    loss = objective(parts[1], views[1]).loss
+    objective(parts[0], views[0])
+    assert torch.equal(objective(parts[1], views[1]).loss, loss)  # the centre did not move within the step
+    objective.center_sums.zero_()
+    pooled, patch = [], []
+    for part, view in zip(parts, views):
+        objective(part, view)
+        glob = select_views(part, view.global_idx, view.global_pad)
+        with torch.no_grad():  # at init the teacher is the student
+            teacher = objective.encoder(glob.values, glob.coords, glob.kinds, glob.pad)
+            pooled.append(objective.heads["pooled"](TokenEncoder.pool(teacher, glob.pad)))
+            patch.append(objective.heads["pooled"](teacher)[view.mask.hidden])
+    objective.update_centers()
+    torch.testing.assert_close(objective.center, 0.5 * torch.cat(pooled).mean(0))
+    torch.testing.assert_close(objective.patch_center, 0.5 * torch.cat(patch).mean(0))
+    assert not objective.center_sums.any() and "center_sums" not in objective.state_dict()
 
 
 def test_teacher_temperature_warms_up_with_the_steps():

@@ -269,6 +269,9 @@ class IBOT(Objective):
         self.teacher_heads = EMATeacher(self.heads, momentum)
         self.register_buffer("center", torch.zeros(out_dim))
         self.register_buffer("patch_center", torch.zeros(patch_out))
+        # The step's teacher sums (pooled, patch, pooled rows, patch rows), added up over its
+        # micro-batches and applied once in after_step; empty between steps, so not saved.
+        self.register_buffer("center_sums", torch.zeros(out_dim + patch_out + 2), persistent=False)
         # Where the run is, for the temperature warm-up (set by after_step; saved, so resume is exact).
         self.register_buffer("progress", torch.zeros(2, dtype=torch.long))  # [steps done, total steps]
         aspect = (3 / 4, 4 / 3)  # as the random resized crops of DINO
@@ -382,7 +385,7 @@ class IBOT(Objective):
         patch_entropy = per_view_mean(-(target * target.clamp(min=1e-30).log()).sum(-1))
 
         if self.training:
-            self.update_centers(t_pooled, t_patch)
+            self.add_center_sums(t_pooled, t_patch)
         loss = loss_dino + self.lambda_mim * loss_mim
         # The cross-entropies' floors are the teacher's entropies; what is left is the KL divergence
         # the student can still close (DINO monitors both, Caron et al. 2021, Sec. 5.3).
@@ -399,26 +402,40 @@ class IBOT(Objective):
         return heads["pooled"].project(rows)
 
     @torch.no_grad()
-    def update_centers(self, t_pooled: Tensor, t_patch: Tensor) -> None:
-        """Running means of the teacher's outputs (DINO's centring): over the batch's global views
-        and, for patches, over the hidden tokens (the rows of ``t_patch``, DINOv2's choice). A
-        batch without hidden tokens leaves the patch centre as it is. Under torch.distributed the
-        means are over every process's batch (summed with one all-reduce, as DINO's), so the
-        centres stay equal on all ranks."""
-        m = self.center_momentum
-        sums = torch.cat([t_pooled.float().sum(dim=0), t_patch.float().sum(dim=0),
-                          t_pooled.new_tensor([float(t_pooled.shape[0]), float(t_patch.shape[0])], dtype=torch.float)])
+    def add_center_sums(self, t_pooled: Tensor, t_patch: Tensor) -> None:
+        """Add a micro-batch's teacher outputs to the step's sums for the centres
+        (:meth:`update_centers` applies them once per optimiser step)."""
+        d = self.center.shape[0]
+        self.center_sums[:d] += t_pooled.float().sum(dim=0)
+        self.center_sums[d:-2] += t_patch.float().sum(dim=0)
+        self.center_sums[-2] += t_pooled.shape[0]
+        self.center_sums[-1] += t_patch.shape[0]
+
+    @torch.no_grad()
+    def update_centers(self) -> None:
+        """Running means of the teacher's outputs (DINO's centring), once per optimiser step, over
+        the step's global batch: its global views and, for patches, its hidden tokens (DINOv2's
+        choice). Under torch.distributed the sums of every process are added with one all-reduce,
+        as DINO's, so the centres stay equal on all ranks and follow the same global batch whatever
+        the number of processes and micro-batches. A step without hidden tokens leaves the patch
+        centre as it is."""
+        sums = self.center_sums  # no count, no change (and no read on the host: no synchronisation on CUDA)
         if torch.distributed.is_available() and torch.distributed.is_initialized():
             torch.distributed.all_reduce(sums)
+        m = self.center_momentum
         d = self.center.shape[0]
         pooled_mean = sums[:d] / sums[-2].clamp(min=1)
         patch_mean = sums[d:-2] / sums[-1].clamp(min=1)
-        self.center.mul_(m).add_(pooled_mean, alpha=1.0 - m)
+        pooled_m = torch.where(sums[-2] > 0, m, 1.0)
+        self.center.mul_(pooled_m).add_(pooled_mean * (1.0 - pooled_m))
         patch_m = torch.where(sums[-1] > 0, m, 1.0)  # no hidden token anywhere: keep the centre
         self.patch_center.mul_(patch_m).add_(patch_mean * (1.0 - patch_m))
+        sums.zero_()
 
     def after_step(self, step: int, total_steps: int) -> None:
-        """The teacher (encoder and heads) follows the student; the warm-up's clock advances."""
+        """The centres take the step's teacher outputs; the teacher (encoder and heads) follows the
+        student; the warm-up's clock advances."""
+        self.update_centers()
         self.teacher.update(self.encoder, step, total_steps)
         self.teacher_heads.update(self.heads, step, total_steps)
         self.progress.copy_(torch.tensor([step + 1, total_steps]))
