@@ -46,8 +46,8 @@ def test_classes_through_a_recipe_and_its_phases():
     recipe = load_recipe("image/mae-digits", ["data.classes=[0, 1]"], registry)
     dataset = build_dataset(recipe, registry)
     assert set(dataset.labels.tolist()) == {0, 1} and len(dataset) == int(np.isin(DigitsDataset().labels, [0, 1]).sum())
-    with pytest.raises(DataError, match=r"data\.classes: \[12\] is not a class"):
-        build_dataset(load_recipe("image/mae-digits", ["data.classes=[12]"], registry), registry)
+    with pytest.raises(RecipeError, match=r"override 'data\.classes=\[12\]': data\.classes must be >= 0 and <= 9"):
+        load_recipe("image/mae-digits", ["data.classes=[12]"], registry)  # the recipe's range check, before any build
     with pytest.raises(RecipeError, match="data.classes"):  # a wrong type is a recipe error before anything builds
         load_recipe("image/mae-digits", ["data.classes=low"], registry)
 
@@ -59,6 +59,9 @@ def test_classes_through_a_recipe_and_its_phases():
     low, high = (set(data.labels[np.concatenate([split.train[p], split.held_out[p]])].tolist()) for p in (0, 1))
     assert low == {0, 1, 2, 3, 4} and high == {5, 6, 7, 8, 9} and len(data) == 1797
     bad = ["train.steps=4", "data.phases=[{classes: [0, 1], steps: 2}, {classes: [5, 12], steps: 2}]"]
-    recipe = load_recipe("image/mae-digits", bad, registry)
-    with pytest.raises(DataError, match=r"data\.phases\[1\] .*data\.classes: \[12\] is not a class"):
+    with pytest.raises(RecipeError, match=r"data\.phases\[1\]\.classes must be >= 0 and <= 9, got \[5, 12\]"):
+        load_recipe("image/mae-digits", bad, registry)
+    repeated = ["train.steps=4", "data.phases=[{classes: [0, 1], steps: 2}, {classes: [5, 5], steps: 2}]"]
+    recipe = load_recipe("image/mae-digits", repeated, registry)  # in range: the data set refuses it, naming the phase
+    with pytest.raises(DataError, match=r"data\.phases\[1\] .*data\.classes lists \[5\] more than once"):
         build_phases(parse_phases(recipe.raw["data"]), registry, recipe.source)

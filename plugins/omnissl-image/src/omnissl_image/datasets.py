@@ -316,7 +316,7 @@ class DigitsDataset:
 
     sample_kind = "image"
 
-    def __init__(self, classes: list[int] | None = None) -> None:
+    def __init__(self, classes: Annotated[list[int] | None, Range(ge=0, le=9)] = None) -> None:
         from sklearn.datasets import load_digits
 
         digits = load_digits()
