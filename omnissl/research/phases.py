@@ -228,6 +228,14 @@ class PhaseSplit:
         rows = [h[i] for i in range(longest) for h in self.held_out if i < len(h)]
         return np.asarray(rows, dtype=np.int64)
 
+    def as_split(self, train: np.ndarray, held_out: np.ndarray) -> Any:
+        """``train`` and ``held_out`` (this split's samples, in the caller's order) as one
+        :class:`~omnissl.train.data.HeldOutSplit` of kind ``phases``, with each phase's info."""
+        from omnissl.train.data import HeldOutSplit
+
+        return HeldOutSplit(train, held_out, {"kind": "phases", "train": int(len(train)),
+                                              "held_out": int(len(held_out)), "phases": self.info})
+
 
 def split_phases(data: PhasedData, val_fraction: float, seed: int, mode: str) -> PhaseSplit:
     """Split each phase as a run on it alone would be split (:func:`held_out_split`)."""
@@ -253,7 +261,6 @@ def phased_evaluation(recipe: Any, registry: Any, val_fraction: float) -> tuple[
     Returns:
         (the :class:`PhasedData`, a :class:`~omnissl.train.data.HeldOutSplit` of it).
     """
-    from omnissl.train.data import HeldOutSplit
     from omnissl.train.loop import split_seed
 
     phases = parse_phases(recipe.raw["data"])
@@ -261,9 +268,7 @@ def phased_evaluation(recipe: Any, registry: Any, val_fraction: float) -> tuple[
         return None
     data = build_phases(phases, registry, recipe.source)
     split = split_phases(data, val_fraction, split_seed(recipe), recipe.get("data", "split", "auto"))
-    train, held_out = np.sort(np.concatenate(split.train)), np.sort(np.concatenate(split.held_out))
-    return data, HeldOutSplit(train, held_out, {"kind": "phases", "train": int(len(train)),
-                                                "held_out": int(len(held_out)), "phases": split.info})
+    return data, split.as_split(np.sort(np.concatenate(split.train)), np.sort(np.concatenate(split.held_out)))
 
 
 class PhasedBatchSampler:

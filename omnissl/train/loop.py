@@ -232,8 +232,7 @@ def setup(recipe: Recipe, registry: Registry, out_dir: Path, dist: Dist, device:
     if phases:  # each phase split on its own; validation over every phase's held-out samples
         phase_split = split_phases(parts.dataset, val_fraction, split_seed(recipe), mode)
         train_idx, val_idx = np.concatenate(phase_split.train), phase_split.validation_indices()
-        split = HeldOutSplit(train_idx, val_idx, {"kind": "phases", "train": int(len(train_idx)),
-                                                  "held_out": int(len(val_idx)), "phases": phase_split.info})
+        split = phase_split.as_split(train_idx, val_idx)
     else:
         split = held_out_split(parts.dataset, val_fraction, split_seed(recipe), mode)
         train_idx, val_idx = split.train, split.held_out
