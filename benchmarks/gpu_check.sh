@@ -8,7 +8,9 @@
 #   1. MAE ViT-B/16 bf16 step time and images/s, omnissl and lightly side by side (lightly==1.6.*,
 #      `make bench-deps`), torch.compile on and off, model FLOPs utilisation (benchmarks/gpu_check.py);
 #   2. the same step under DDP on every visible GPU (torchrun, omnissl's own DDP wrapping);
-#   3. splat grouping's share of a Gaussian-MAE step (benchmarks/splat_group.py, issue 5).
+#   3. splat grouping's share of a Gaussian-MAE step (benchmarks/splat_group.py, issue 5);
+#   4. the I-JEPA and iBOT steps, omnissl and lightly side by side, on CUDA
+#      (benchmarks/objective_step.py, issue 15).
 # Nothing is downloaded: models start from random weights, data are random tensors.
 set -euo pipefail
 
@@ -50,6 +52,15 @@ else
     echo "skipped: the share is measured on CUDA only" | tee "$OUT/splat.txt" | tee -a "$LOG"
 fi
 
+echo "== 4. I-JEPA and iBOT steps, omnissl vs lightly" | tee -a "$LOG"
+if [ "$GPUS" -ge 1 ] && [ "$TINY" != "--tiny" ]; then
+    timeout 150 "$PY" "$HERE/objective_step.py" --device cuda --steps 10 --warmup 3 2>&1 \
+        | tee "$OUT/objective_step.txt" | tee -a "$LOG" || true
+else
+    OMP_NUM_THREADS=1 timeout 150 "$PY" "$HERE/objective_step.py" --quick --device cpu 2>&1 \
+        | tee "$OUT/objective_step.txt" | tee -a "$LOG" || true
+fi
+
 "$PY" - "$OUT" <<'EOF'
 import json, sys
 from pathlib import Path
@@ -58,8 +69,10 @@ out = Path(sys.argv[1])
 single = json.loads((out / "single.json").read_text())
 ddp = json.loads((out / "ddp.json").read_text()) if (out / "ddp.json").is_file() else None
 splat = [line.strip() for line in (out / "splat.txt").read_text().splitlines() if "share" in line or "%" in line]
+objective = [line.strip() for line in (out / "objective_step.txt").read_text().splitlines()
+             if "ratio" in line and not line.startswith(" ")]
 result = {"device": single["device"], "settings": single["settings"], "bf16": single["bf16"],
-          "single": single["single"], "ddp": ddp, "splat": splat}
+          "single": single["single"], "ddp": ddp, "splat": splat, "objective_step": objective}
 (out / "gpu_check.json").write_text(json.dumps(result, indent=2) + "\n")
 s = single["settings"]
 lines = [f"GPU check on {single['device']}: MAE ViT-{s['size']}/16 {s['img']} px, batch {s['batch']} per process, "
@@ -75,6 +88,7 @@ if ddp:
         lines.append(f"| omnissl DDP x {ddp['world']} + compile | {ddp['compile_step_ms']:.1f} | "
                      f"{ddp['compile_images_per_s']:.1f} (all) | | |")
 lines += ["", "splat grouping: " + ("; ".join(splat) if splat else "not measured")]
+lines += ["latent objectives (objective_step.py): " + ("; ".join(objective) if objective else "not measured")]
 rows = single["single"]
 if "omnissl" in rows and "lightly" in rows:
     lines.append(f"step-time ratio omnissl/lightly: {rows['omnissl']['step_ms'] / rows['lightly']['step_ms']:.3f}")

@@ -35,6 +35,9 @@ both alike; medians after warm-up are reported.
     python benchmarks/objective_step.py --quick                           # tiny smoke test, seconds
     python benchmarks/objective_step.py --batch 4 --steps 1 --warmup 0 --flops   # work per step, each side
 
+Each side also reports its median minor page faults and system time per step: memory a step
+touches for the first time (fresh pages from the kernel) costs time outside the operators.
+
 The last line is the worst (largest) omnissl/lightly step-time ratio over the objectives and
 devices run (lower is better for omnissl).
 """
@@ -46,6 +49,7 @@ import copy
 import gc
 import os
 import random
+import resource
 import statistics
 import time
 import warnings
@@ -360,16 +364,20 @@ def run(name: str, s: Settings, device: torch.device, flops: bool = False) -> fl
                 step(0)
             print(f"  {name} {side:<8} {counter.get_total_flops() / 1e9:.1f} GFLOP per step (batch {s.batch})")
     times: dict[str, list[float]] = {side: [] for side in sides}
+    faults: dict[str, list[tuple[int, float]]] = {side: [] for side in sides}  # (minor faults, system s)
     for i in range(total):
         order = list(sides) if i % 2 == 0 else list(sides)[::-1]  # alternate who goes first
         for side in order:
             step = sides[side][1]
             sync(device)
+            usage = resource.getrusage(resource.RUSAGE_SELF)
             began = time.perf_counter()
             step(i)
             sync(device)
             if i >= s.warmup:
                 times[side].append(time.perf_counter() - began)
+                after = resource.getrusage(resource.RUSAGE_SELF)
+                faults[side].append((after.ru_minflt - usage.ru_minflt, after.ru_stime - usage.ru_stime))
     if name == "ijepa":
         v, t = masks[0][0].shape[1], masks[0][1].shape[2]
         what = f"context {v} tokens, 4 targets of {t}, predictor {s.pred_dim}-d x {s.pred_depth}"
@@ -382,6 +390,10 @@ def run(name: str, s: Settings, device: torch.device, flops: bool = False) -> fl
         ms = [1000 * t for t in times[side]]
         print(f"  {side:<8} step {statistics.median(ms):9.1f} ms (median; min {min(ms):.1f}, max {max(ms):.1f})  "
               f"trainable params {params(model) / 1e6:.3f} M")
+    for side in sides:  # fresh memory the step touched: the kernel's time, not the operators'
+        minflt = statistics.median(f for f, _ in faults[side])
+        system = statistics.median(t for _, t in faults[side])
+        print(f"  {side:<8} minor page faults {minflt:9.0f} per step, system time {system:.2f} s (medians)")
     ratio = statistics.median(times["omnissl"]) / statistics.median(times["lightly"])
     print(f"  {name} {device.type} step-time ratio omnissl/lightly: {ratio:.3f}")
     del sides

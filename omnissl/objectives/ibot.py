@@ -334,19 +334,15 @@ class IBOT(Objective):
                              f"{b} samples), got {views.global_idx.shape[0]} rows")
         mask = views.mask
         glob = select_views(batch, views.global_idx, views.global_pad)
-        student = self.encoder(glob.values, glob.coords, glob.kinds, glob.pad, glob.attn_bias,
-                               hidden=mask.hidden)  # [2B, G, dim], hidden tokens as the mask token
-        pooled = [TokenEncoder.pool(student, glob.pad)]
-        if views.local_idx is not None:
-            local = select_views(batch, views.local_idx, views.local_pad)
-            feats = self.encoder(local.values, local.coords, local.kinds, local.pad, local.attn_bias)
-            pooled.append(TokenEncoder.pool(feats, local.pad))
         # The MIM loss's tokens, packed: H rows over all views (a mask never hides filler; the & is
         # a guard). Only these go through the patch heads (DINOv2's choice, module docstring).
         hidden = mask.hidden & ~glob.pad  # [2B, G]
         where = hidden.reshape(-1).nonzero().squeeze(1)  # [H] positions in the flattened views
         count = hidden.sum(1)  # [2B] hidden tokens per view
         separate = not self.shared_head
+        # The teacher first: its temporaries are freed before the student's activations (kept for
+        # the backward pass) are allocated, so they reuse memory instead of faulting in fresh pages
+        # (a third of the minor page faults of a CPU step at ViT-Tiny, batch 32; BENCHMARKS.md).
         with torch.no_grad():
             teacher = views.teacher_features
             if teacher is None:
@@ -359,6 +355,13 @@ class IBOT(Objective):
             t_probs = F.softmax((t_pooled - self.center) / temp, dim=-1).view(b, GLOBAL_VIEWS, -1)
             target = F.softmax((t_patch - self.patch_center) / temp, dim=-1)  # [H, Kp]
 
+        student = self.encoder(glob.values, glob.coords, glob.kinds, glob.pad, glob.attn_bias,
+                               hidden=mask.hidden)  # [2B, G, dim], hidden tokens as the mask token
+        pooled = [TokenEncoder.pool(student, glob.pad)]
+        if views.local_idx is not None:
+            local = select_views(batch, views.local_idx, views.local_pad)
+            feats = self.encoder(local.values, local.coords, local.kinds, local.pad, local.attn_bias)
+            pooled.append(TokenEncoder.pool(feats, local.pad))
         s_rows = [torch.cat(pooled), student.flatten(0, 1).index_select(0, where)]
         s_pooled, s_patch = self.project(self.heads, s_rows, separate)
 
