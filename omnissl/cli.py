@@ -213,14 +213,12 @@ def _cmd_recipes(action: str, args: list[str]) -> None:
 def _cmd_train(args: argparse.Namespace) -> int:
     import os
 
-    from omnissl.eval.probe import format_table
-    from omnissl.eval.run import probe_run
     from omnissl.plugins import get_registry
     from omnissl.recipe import load_recipe
-    from omnissl.train import train
 
     registry = get_registry()
     recipe = load_recipe(args.recipe, args.overrides, registry)  # a bad recipe is refused before any launch
+    from omnissl.train import train  # the loop (and scikit-learn, below) load after the recipe passed
     out = args.out or Path("runs") / Path(args.recipe).stem
     if args.allow_recipe_change and not args.resume:
         raise OmnisslError("--allow-recipe-change applies to --resume only")
@@ -247,6 +245,9 @@ def _cmd_train(args: argparse.Namespace) -> int:
                                  "reconstruction.png") if (out / name.rstrip("/")).exists()]
     print(f"\nrun folder: {out}  ({', '.join(written)})")
     if recipe.probe.enabled and not args.no_probe:
+        from omnissl.eval.probe import format_table  # scikit-learn loads only when the probes run
+        from omnissl.eval.run import probe_run
+
         # Training succeeded: a probe that cannot run (no labels) is a note, not a failure.
         report = probe_run(out, registry, unlabelled="skip")
         print(format_table(report))
