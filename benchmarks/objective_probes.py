@@ -19,6 +19,9 @@ load shifts the ratios a little).
 
     OMP_NUM_THREADS=1 python benchmarks/objective_probes.py digits --out runs/objective-probes/digits
     OMP_NUM_THREADS=1 python benchmarks/objective_probes.py digits --out DIR --table-only
+    OMP_NUM_THREADS=1 python benchmarks/objective_probes.py digits --out DIR --arms ibot,ibot+attmask --reference-steps 750
+
+With ``--arms``, only those arms train, and a new plan times only them and the reference (MAE).
 """
 
 from __future__ import annotations
@@ -179,18 +182,26 @@ def main() -> None:
         arms = ARMS[args.modality]
         chosen = args.arms.split(",") if args.arms else list(arms)
         plan_path = out / "plan.json"
+        unknown = [label for label in chosen if label not in arms]
+        if unknown:
+            parser.error(f"--arms: no arm {', '.join(unknown)} for {args.modality}; choose from {', '.join(arms)}")
         if plan_path.exists():
             plan = json.loads(plan_path.read_text())
+            missing = [label for label in chosen if label not in plan["arms"]]
+            if missing:
+                parser.error(f"{plan_path} was planned without {', '.join(missing)}: give a new --out")
         else:
-            paths = {label: arm_recipe(*arms[label], out / f"{label}.yaml") for label in arms}
-            ms, recipes = measure(paths)
             reference = next(iter(arms))
+            # The reference and the arms asked for are timed together (all of them by default).
+            timed = [label for label in arms if label == reference or label in chosen]
+            paths = {label: arm_recipe(*arms[label], out / f"{label}.yaml") for label in timed}
+            ms, recipes = measure(paths)
             ref_steps = args.reference_steps or recipes[reference].train.steps
             budget = ref_steps * ms[reference]
             plan = {"budget_s": budget, "reference": reference, "arms": {
                 label: {"recipe": str(paths[label]), "ms": 1000 * ms[label],
                         "steps": max(50, round(budget / ms[label])),
-                        "warmup": recipes[label].optim.warmup_steps} for label in arms}}
+                        "warmup": recipes[label].optim.warmup_steps} for label in timed}}
             plan_path.write_text(json.dumps(plan, indent=2))
         for seed in seeds:
             for label in chosen:
