@@ -26,6 +26,8 @@ the top-level data set, not the phases); a finished run (its ``probes.json`` her
 and one with a checkpoint is resumed. It prints the markdown tables (also ``DIR/table.md``).
 
     OMP_NUM_THREADS=1 nice -n 10 python benchmarks/research_sequential.py --out /tmp/exp23/sequential
+    OMP_NUM_THREADS=1 python benchmarks/research_sequential.py --out DIR --steps 600 --arms seq,replay \
+        --phase-schedule restart        # the learning-rate schedule again in phase 2
     python benchmarks/research_sequential.py --out /tmp/exp23/sequential --table-only
 """
 
@@ -91,13 +93,13 @@ def run(cmd: list[str]) -> None:
     subprocess.run(cmd, check=True)
 
 
-def train(out: Path, arm: str, seed: int, steps: int, replay: float, subset: Path) -> Path:
+def train(out: Path, arm: str, seed: int, steps: int, replay: float, subset: Path, schedule: str = "continue") -> Path:
     folder = out / f"{arm}-{seed}"
     if (folder / "probes.json").exists():
         return folder
     flags = ["--resume"] if (folder / "checkpoints" / "last.pt").exists() else ["--overwrite"]
-    extra = {"seq": phase_overrides(steps), "replay": phase_overrides(steps) + [f"data.replay={replay}"],
-             "joint": [f"data.subset={subset}"]}[arm]
+    phased = phase_overrides(steps) + [f"data.phase_schedule={schedule}"]
+    extra = {"seq": phased, "replay": phased + [f"data.replay={replay}"], "joint": [f"data.subset={subset}"]}[arm]
     args = common(steps, seed) + extra
     if arm == "joint":
         args = [a for a in args if not a.startswith("data.val_fraction")] + ["data.val_fraction=0"]
@@ -210,8 +212,15 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=200, help="total optimiser steps per run (each phase half)")
     parser.add_argument("--replay", type=float, default=0.25, help="data.replay of the replay arm")
     parser.add_argument("--seeds", default="0,1", help="comma-separated train.seed values")
+    parser.add_argument("--phase-schedule", choices=["continue", "restart"], default="continue",
+                        help="data.phase_schedule of the sequential arms: one learning-rate schedule over both "
+                             "phases, or one per phase")
+    parser.add_argument("--arms", default=",".join(ARMS), help=f"comma-separated subset of {', '.join(ARMS)}")
     parser.add_argument("--table-only", action="store_true", help="print the table of the runs there are")
     args = parser.parse_args()
+    arms = [a for a in args.arms.split(",") if a]
+    if not arms or any(a not in ARMS for a in arms):
+        parser.error(f"--arms: choose from {', '.join(ARMS)}, got {args.arms!r}")
     torch.set_num_threads(1)
     seeds = [int(s) for s in args.seeds.split(",")]
     out = args.out
@@ -225,8 +234,8 @@ def main() -> None:
             refs = out / f"references-{seed}.json"
             if not refs.exists():
                 refs.write_text(json.dumps(references(setup, seed), indent=2) + "\n")
-            for arm in ARMS:
-                folder = train(out, arm, seed, args.steps, args.replay, subset)
+            for arm in arms:
+                folder = train(out, arm, seed, args.steps, args.replay, subset, args.phase_schedule)
                 if not (folder / "probes.json").exists():
                     (folder / "probes.json").write_text(json.dumps(probe(folder, arm, setup), indent=2) + "\n")
     text = table(out, seeds, args.replay)

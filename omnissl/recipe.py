@@ -94,9 +94,11 @@ CORE_KEYS = {"data": {"val_fraction": Annotated[float, Range(ge=0, lt=1)], "num_
                       "split_seed": Annotated[int | None, Range(ge=0)]}}
 CORE_DEFAULTS = {"data": {"val_fraction": 0.1, "num_workers": 0, "split": "auto", "split_seed": None}}
 # Keys of the data section that the research tools consume (docs/research.md): the training
-# split restricted to a list of samples, phases trained in sequence, the replay of earlier phases.
+# split restricted to a list of samples, phases trained in sequence, the replay of earlier phases,
+# and whether the learning-rate schedule runs once over all phases or again in each.
 RESEARCH_KEYS = {"data": {"subset": str | None, "phases": list[dict] | None,
-                          "replay": Annotated[float, Range(ge=0, lt=1)], "replay_size": Annotated[int, Range(ge=1)]}}
+                          "replay": Annotated[float, Range(ge=0, lt=1)], "replay_size": Annotated[int, Range(ge=1)],
+                          "phase_schedule": Literal["continue", "restart"]}}
 # Leading positional parameters the core passes to factories, never set from a recipe.
 INJECTED = {"encoders": ("spec", "modality"), "objectives": ("encoder", "modality")}
 

@@ -7,7 +7,9 @@ from omnissl.errors import RecipeError
 from omnissl.plugins import get_registry
 from omnissl.recipe import load_recipe
 from omnissl.research.forgetting import forgetting, format_forgetting
-from omnissl.research.phases import PhasedData, parse_phases, phase_of, phased_evaluation, probe_plan, split_phases
+from omnissl.research.phases import (PhasedData, parse_phases, phase_lr, phase_of, phased_evaluation, probe_plan,
+                                     split_phases)
+from omnissl.train.optim import lr_at
 
 
 def test_phases_inherit_the_data_section_of_the_same_data_set_only():
@@ -46,10 +48,56 @@ def test_recipe_validates_phases_and_replay():
         (["train.keep_checkpoints=0"], "train.keep_checkpoints must be >= 1"),
         (["data.subset=''"], "got an empty string"),
         (["data.phases=[{name: nope, steps: 10}]", "train.steps=10"], "nope"),
+        (["data.phase_schedule=restart"], "data.phase_schedule .*there are none: set data.phases"),
+        (["data.phases=[{steps: 10}]", "train.steps=10", "data.phase_schedule=again"],
+         "data.phase_schedule must be one of"),
+        (["data.phases=[{steps: 200}, {steps: 50}]", "train.steps=250", "data.phase_schedule=restart",
+          "optim.warmup_steps=50"], "data.phases\\[1\\] trains 50 steps: lower optim.warmup_steps"),
     ]
     for overrides, message in cases:
         with pytest.raises(RecipeError, match=message):
             recipe(*overrides)
+
+
+def test_phase_schedule_runs_once_over_all_phases_or_again_in_each():
+    r = recipe("data.phases=[{steps: 30}, {steps: 20}]", "train.steps=50", "optim.warmup_steps=5",
+               "optim.lr=1.0", "optim.min_lr=0.0")
+    phases = parse_phases(r.raw["data"])
+
+    def schedule(step, total):
+        return lr_at(step, total, 1.0, r.optim)
+
+    once = phase_lr(phases, "continue", schedule)
+    assert [once(s) for s in range(50)] == [lr_at(s, 50, 1.0, r.optim) for s in range(50)]
+    assert phase_lr(phases, None, schedule)(37) == once(37)  # continue is the default
+    again = phase_lr(phases, "restart", schedule)
+    rates = [again(s) for s in range(50)]
+    # each phase: warm-up from 1/5 of the peak to the peak over 5 steps, then a cosine to ~0
+    for start, steps in ((0, 30), (30, 20)):
+        assert rates[start:start + 5] == pytest.approx([0.2, 0.4, 0.6, 0.8, 1.0])
+        decay = rates[start + 5:start + steps]
+        assert all(a > b for a, b in zip(decay, decay[1:])) and decay[-1] < 0.02
+        assert rates[start:start + steps] == [lr_at(s, steps, 1.0, r.optim) for s in range(steps)]
+    assert once(30) > 0.4 and again(30) == pytest.approx(0.2)  # one schedule is half way down; restarted, warm-up
+    assert [again(s) for s in range(50)] == rates  # a function of the step alone: --resume gives the same
+
+
+def test_restarted_schedule_is_what_a_phased_run_logs(tmp_path):
+    import json
+
+    from omnissl.train import train
+
+    args = ["data.phases=[{steps: 4}, {steps: 4}]", "train.steps=8", "data.phase_schedule=restart",
+            "optim.warmup_steps=2", "optim.min_lr=0.0", "train.batch_size=16", "train.log_every=1",
+            "train.val_every=0", "train.ckpt_every=8", "probe.enabled=false", "viz.enabled=false",
+            "encoder.dim=32", "encoder.depth=1", "encoder.heads=2", "objective.decoder_dim=32",
+            "objective.decoder_depth=1", "objective.decoder_heads=2"]
+    r = recipe(*args)
+    train(r, get_registry(), tmp_path / "run")
+    logged = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    lrs = [row["lr"] for row in logged if "lr" in row]
+    peak = lrs[1]  # per phase of 4 steps: warm-up over 2, then the cosine from the peak (half way at its 2nd step)
+    assert peak > 0 and lrs == pytest.approx([peak / 2, peak, peak, peak / 2] * 2)
 
 
 class Toy:

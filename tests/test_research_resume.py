@@ -12,6 +12,7 @@ this process (the same loop the CLI calls, without another interpreter's start-u
 import json
 import textwrap
 
+import pytest
 import torch
 from safetensors.torch import load_file
 from test_train import KILLER, TINY, records, train
@@ -26,37 +27,43 @@ ARGS = ("data.phases=[{steps: 6}, {steps: 6}]", "train.steps=12", "data.replay=0
 NO_PROBE = "--no-probe"  # the phases' probes run; the final probe table is not needed
 
 
-def run_here(out, resume=False):
-    train_here(load_recipe("image/mae-digits", [*TINY, *ARGS], get_registry()), get_registry(), out, resume=resume)
+def run_here(out, resume=False, extra=()):
+    train_here(load_recipe("image/mae-digits", [*TINY, *ARGS, *extra], get_registry()), get_registry(), out,
+               resume=resume)
 
 
 def phase_lines(out):
     return [json.loads(line) for line in (out / "phases.jsonl").read_text().splitlines()]
 
 
-def test_killed_phased_run_with_replay_resumes_exactly(tmp_path, monkeypatch):
+@pytest.mark.parametrize("schedule", ["continue", "restart"])
+def test_killed_phased_run_with_replay_resumes_exactly(tmp_path, monkeypatch, schedule):
+    # restart: the learning-rate schedule runs again in phase 2 (TINY's optim.warmup_steps=2)
+    extra = (f"data.phase_schedule={schedule}",)
     straight = tmp_path / "straight"
-    run_here(straight)
+    run_here(straight, extra=extra)
     plugins = tmp_path / "plugins"
     plugins.mkdir()
     (plugins / "killer.py").write_text(textwrap.dedent(KILLER))
     killed = tmp_path / "killed"
 
     monkeypatch.setenv("KILL_AT_STEP", "8")
-    result = train(killed, *ARGS, NO_PROBE, plugins="killer", plugin_dir=plugins)
+    result = train(killed, *ARGS, *extra, NO_PROBE, plugins="killer", plugin_dir=plugins)
     assert result.returncode == -9, result.stderr
     state = torch.load(killed / "checkpoints" / "last.pt", weights_only=True)
     assert state["step"] == 6 and state["replay"]["phase"] == 1  # step 6 is phase 2's first
     monkeypatch.setenv("KILL_AT_STEP", "10")
-    result = train(killed, *ARGS, NO_PROBE, plugins="killer", plugin_dir=plugins, resume=True)
+    result = train(killed, *ARGS, *extra, NO_PROBE, plugins="killer", plugin_dir=plugins, resume=True)
     assert result.returncode == -9, result.stderr
     state = torch.load(killed / "checkpoints" / "last.pt", weights_only=True)
     reservoir = state["replay"]["reservoir"]  # every phase-1 sample trained on, 64 kept
     assert state["step"] == 9 and state["replay"]["phase"] == 1
     assert (reservoir["seen"], len(reservoir["items"])) == (6 * 32, 64)
-    run_here(killed, resume=True)
+    run_here(killed, resume=True, extra=extra)
 
     expected = records(straight)
+    lrs = [r["lr"] for r in expected]
+    assert (lrs[6] == lrs[0]) == (schedule == "restart")  # phase 2 warms up again, or continues the decay
     assert [r["step"] for r in expected] == list(range(1, 13))
     assert records(killed) == [dict(r, samples_per_s=records(killed)[i]["samples_per_s"])
                                for i, r in enumerate(expected)]

@@ -11,6 +11,7 @@ data:
     - {name: numpy, path: /data/more.npz, steps: 2000}   # another data set: its own options only
   replay: 0.25                # a quarter of each batch after the first phase is replayed
   replay_size: 5000           # from a reservoir of at most 5000 earlier samples
+  phase_schedule: restart     # the learning-rate schedule again in each phase (default: continue)
 train:
   steps: 6000                 # the phases' steps add up to it
 ```
@@ -98,8 +99,9 @@ def probe_plan(phases: Sequence[Phase]) -> list[PhaseProbe]:
 
 
 def check_research_keys(recipe: Any, registry: Any, where: Callable[[str, str], str]) -> None:
-    """Validate ``data.subset``, ``data.phases``, ``data.replay`` and ``data.replay_size`` (called by
-    :func:`omnissl.recipe.validate` when one is set; their types and ranges are checked there)."""
+    """Validate ``data.subset``, ``data.phases``, ``data.replay``, ``data.replay_size`` and
+    ``data.phase_schedule`` (called by :func:`omnissl.recipe.validate` when one is set; their types
+    and ranges are checked there)."""
     from omnissl.recipe import CORE_KEYS, RESEARCH_KEYS, _check_value, _closest, factory_parameters
 
     data, src = recipe.raw["data"], recipe.source
@@ -110,6 +112,9 @@ def check_research_keys(recipe: Any, registry: Any, where: Callable[[str, str], 
     if data.get("replay") is not None and not phases:
         raise RecipeError(f"{where(src, 'data.replay')}: data.replay replays earlier phases, and there are none: set "
                           f"data.phases, or remove data.replay")
+    if data.get("phase_schedule") is not None and not phases:
+        raise RecipeError(f"{where(src, 'data.phase_schedule')}: data.phase_schedule says how the learning-rate "
+                          f"schedule spans data.phases, and there are none: set data.phases, or remove the key")
     if data.get("replay_size") is not None and data.get("replay") is None:
         raise RecipeError(f"{where(src, 'data.replay_size')}: data.replay_size is the size of the replay reservoir; "
                           f"set data.replay too (the fraction of each batch replayed)")
@@ -150,6 +155,34 @@ def check_research_keys(recipe: Any, registry: Any, where: Callable[[str, str], 
     if total != recipe.train.steps:
         raise RecipeError(f"{where(src, 'data.phases')}: the phases' steps add up to {total}, and train.steps is "
                           f"{recipe.train.steps}; make them equal")
+    warmup = recipe.optim.warmup_steps
+    if data.get("phase_schedule") == "restart":
+        short = next((i for i, s in enumerate(phases) if int(s["steps"]) <= warmup), None)
+        if short is not None:
+            raise RecipeError(f"{where(src, 'data.phase_schedule')}: with data.phase_schedule: restart every phase "
+                              f"warms up again over optim.warmup_steps ({warmup}), and data.phases[{short}] trains "
+                              f"{phases[short]['steps']} steps: lower optim.warmup_steps below every phase's steps")
+
+
+def phase_lr(phases: Sequence[Phase], schedule: str | None, lr_at: Callable[[int, int], float]) -> Callable[[int], float]:
+    """The learning rate of each step of a phased run, from ``lr_at(step, total)`` (warm-up and
+    cosine decay over ``total`` steps): ``continue`` (the default) runs it once over all the
+    phases, as a run on their union would; ``restart`` runs it again in every phase, from its
+    warm-up to the end of its decay (re-warming and re-decaying, as in continual pre-training:
+    Gupta et al. 2023, "Continual Pre-Training of Large Language Models: How to (re)warm your
+    model?"; Ibrahim et al. 2024, "Simple and Scalable Strategies to Continually Pre-train Large
+    Language Models"). A pure function of the step, so ``--resume`` gives the same rates."""
+    total = sum(p.steps for p in phases)
+    if schedule in (None, "continue"):
+        return lambda step: lr_at(step, total)
+    if schedule != "restart":
+        raise ValueError(f"data.phase_schedule must be 'continue' or 'restart', got {schedule!r}")
+
+    def restarted(step: int) -> float:
+        phase = next((p for p in phases if step < p.end), phases[-1])
+        return lr_at(step - phase.start, phase.steps)
+
+    return restarted
 
 
 class PhasedData:

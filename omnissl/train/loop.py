@@ -11,11 +11,12 @@ process runs this same code on its slice of each global batch (docs/distributed.
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import numpy as np
 import torch
@@ -39,7 +40,7 @@ from omnissl.train.summary import data_summary, format_summary, write_summary
 from omnissl.research.checkpoints import keep_checkpoint
 from omnissl.research.forgetting import PHASES_LOG, phase_probe_records
 from omnissl.research.phases import (DEFAULT_REPLAY_SIZE, PhasedBatchSampler, PhaseSplit, build_phases,
-                                     parse_phases, probe_plan, split_phases)
+                                     parse_phases, phase_lr, probe_plan, split_phases)
 from omnissl.research.select import restrict_to_subset
 
 
@@ -95,6 +96,7 @@ class Run:
     optimizer: torch.optim.Optimizer
     params: list[torch.nn.Parameter]
     lr_peak: float
+    lr_of: Callable[[int], float]  # step -> learning rate (before a group's layer-wise decay)
     start: int
     saved_step: int | None  # the last checkpoint known to exist and be finite
     logger: TrainLogger
@@ -163,8 +165,9 @@ def train(recipe: Recipe, registry: Registry, out_dir: Path, resume: bool = Fals
     try:
         run = setup(recipe, registry, out_dir, dist, device, resume, overwrite, allow_recipe_change, dataset)
         for step in range(run.start, t.steps):
-            # The learning rate of this step: warm-up then cosine, times a group's layer-wise decay.
-            lr = lr_at(step, t.steps, run.lr_peak, recipe.optim)
+            # The learning rate of this step: warm-up then cosine (once, or in each phase with
+            # data.phase_schedule: restart), times a group's layer-wise decay.
+            lr = run.lr_of(step)
             for group in run.optimizer.param_groups:
                 group["lr"] = lr * group.get("lr_scale", 1.0)
 
@@ -273,13 +276,18 @@ def setup(recipe: Recipe, registry: Registry, out_dir: Path, dist: Dist, device:
     if dist.is_main:
         hooks.omnissl_train_start(run=info)
 
+    def schedule(step: int, total: int) -> float:
+        return lr_at(step, total, lr_peak, recipe.optim)
+
     if phases:
+        lr_of = phase_lr(phases, recipe.get("data", "phase_schedule"), schedule)
         sampler = PhasedBatchSampler(phases, phase_split.train, t.batch_size, t.seed,
                                      recipe.get("data", "replay") or 0.0,
                                      recipe.get("data", "replay_size") or DEFAULT_REPLAY_SIZE)
         if state is not None and "replay" in state:
             sampler.load_state_dict(state["replay"])  # the reservoir of the checkpoint's phase
     else:
+        lr_of = functools.partial(schedule, total=t.steps)
         sampler = SeededBatchSampler(train_idx, t.batch_size, t.seed)
     local = RankBatchSampler(sampler, micro, dist.rank, dist.world, start=start)
     workers = int(recipe.get("data", "num_workers", 0))
@@ -290,7 +298,7 @@ def setup(recipe: Recipe, registry: Registry, out_dir: Path, dist: Dist, device:
                train_idx=train_idx, val_idx=val_idx, sampler=sampler, phase_split=phase_split,
                phase_probes={e.step: e for e in probe_plan(phases)}, batches=batches, micro=micro, accum=accum,
                local_accum=accum // dist.world, optimizer=optimizer,
-               params=[p for p in objective.parameters() if p.requires_grad], lr_peak=lr_peak, start=start,
+               params=[p for p in objective.parameters() if p.requires_grad], lr_peak=lr_peak, lr_of=lr_of, start=start,
                saved_step=start if resume else None, logger=logger, health=Health(device), info=info, hooks=hooks)
 
 
