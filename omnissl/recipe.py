@@ -377,6 +377,21 @@ def validate(raw: dict[str, Any], registry: Registry, source: str = "<recipe>", 
     if tune is not None and (not isinstance(tune, dict) or any("." not in str(k) for k in tune)):
         raise RecipeError(f"{lines.where(source, 'finetune')}: section 'finetune' must map dotted keys to values "
                           f"(train.steps: 300, objective.mixup: 0.8), got {tune!r}")
+    # The core sections first: checking them imports nothing, while a component's options need its
+    # factory's signature, which imports its module (torch, timm, the plugin's field library).
+    built: dict[str, Any] = {}
+    for section, cls in SECTIONS.items():
+        options = raw.get(section) or {}
+        if not isinstance(options, dict):
+            raise RecipeError(f"{lines.where(source, section)}: section {section!r} must be a mapping")
+        known = {f.name: f for f in fields(cls)}
+        hints = typing.get_type_hints(cls, include_extras=True)
+        for key, value in options.items():
+            where = lines.where(source, f"{section}.{key}")
+            if key not in known:
+                raise RecipeError(f"{where}: unknown key {section}.{key}.{_closest(key, list(known))}")
+            _check_value(value, hints[key], f"{section}.{key}", where)
+        built[section] = cls(**options)
     for section, kind in COMPONENTS.items():
         options = raw.get(section)
         if not isinstance(options, dict) or "name" not in options:
@@ -400,19 +415,6 @@ def validate(raw: dict[str, Any], registry: Registry, source: str = "<recipe>", 
             param = params.get(key)
             if param is not None:
                 _check_value(value, param.annotation, f"{section}.{key}", where)
-    built: dict[str, Any] = {}
-    for section, cls in SECTIONS.items():
-        options = raw.get(section) or {}
-        if not isinstance(options, dict):
-            raise RecipeError(f"{lines.where(source, section)}: section {section!r} must be a mapping")
-        known = {f.name: f for f in fields(cls)}
-        hints = typing.get_type_hints(cls, include_extras=True)
-        for key, value in options.items():
-            where = lines.where(source, f"{section}.{key}")
-            if key not in known:
-                raise RecipeError(f"{where}: unknown key {section}.{key}.{_closest(key, list(known))}")
-            _check_value(value, hints[key], f"{section}.{key}", where)
-        built[section] = cls(**options)
     recipe = Recipe(source=source, raw=raw, **built)
     _check_values(recipe, lines)
     if any(recipe.get("data", key) is not None for key in RESEARCH_KEYS["data"]):

@@ -82,3 +82,21 @@ def test_yaml_is_loaded_safely(tmp_path):
         load_recipe(str(write(tmp_path, "modality: !!python/object/apply:os.system ['true']\n")), [],
                     get_registry())
     assert yaml.safe_load(GOOD)["train"]["steps"] == 3
+
+
+def test_a_typo_in_a_core_section_is_refused_before_torch_is_imported():
+    # The core sections are checked before the components' factories are imported (torch, timm,
+    # the plugins' field libraries: seconds), so `omnissl train RECIPE train.stepz=3` fails at once.
+    import subprocess
+    import sys
+
+    code = ("import sys\n"
+            "from omnissl.errors import RecipeError\n"
+            "from omnissl.plugins import get_registry\n"
+            "from omnissl.recipe import load_recipe\n"
+            "try:\n"
+            "    load_recipe('image/mae-digits', ['train.stepz=3'], get_registry())\n"
+            "except RecipeError as exc:\n"
+            "    print('refused:', 'train.stepz' in str(exc), 'torch' in sys.modules)\n")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.stdout.strip() == "refused: True False", result.stdout + result.stderr
