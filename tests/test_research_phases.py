@@ -67,10 +67,10 @@ def test_phase_schedule_runs_once_over_all_phases_or_again_in_each():
     def schedule(step, total):
         return lr_at(step, total, 1.0, r.optim)
 
-    once = phase_lr(phases, "continue", schedule)
+    once = phase_lr(phases, "continue", schedule, 50)
     assert [once(s) for s in range(50)] == [lr_at(s, 50, 1.0, r.optim) for s in range(50)]
-    assert phase_lr(phases, None, schedule)(37) == once(37)  # continue is the default
-    again = phase_lr(phases, "restart", schedule)
+    assert phase_lr(phases, None, schedule, 50)(37) == once(37)  # continue is the default
+    again = phase_lr(phases, "restart", schedule, 50)
     rates = [again(s) for s in range(50)]
     # each phase: warm-up from 1/5 of the peak to the peak over 5 steps, then a cosine to ~0
     for start, steps in ((0, 30), (30, 20)):

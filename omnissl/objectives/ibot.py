@@ -342,7 +342,7 @@ class IBOT(Objective):
         separate = not self.shared_head
         # The teacher first: its temporaries are freed before the student's activations (kept for
         # the backward pass) are allocated, so they reuse memory instead of faulting in fresh pages
-        # (a third of the minor page faults of a CPU step at ViT-Tiny, batch 32; BENCHMARKS.md).
+        # (a CPU step at ViT-Tiny, batch 32 faulted a third to two thirds as often; BENCHMARKS.md).
         with torch.no_grad():
             teacher = views.teacher_features
             if teacher is None:

@@ -164,16 +164,16 @@ def check_research_keys(recipe: Any, registry: Any, where: Callable[[str, str], 
                               f"{phases[short]['steps']} steps: lower optim.warmup_steps below every phase's steps")
 
 
-def phase_lr(phases: Sequence[Phase], schedule: str | None, lr_at: Callable[[int, int], float]) -> Callable[[int], float]:
-    """The learning rate of each step of a phased run, from ``lr_at(step, total)`` (warm-up and
-    cosine decay over ``total`` steps): ``continue`` (the default) runs it once over all the
-    phases, as a run on their union would; ``restart`` runs it again in every phase, from its
-    warm-up to the end of its decay (re-warming and re-decaying, as in continual pre-training:
+def phase_lr(phases: Sequence[Phase], schedule: str | None, lr_at: Callable[[int, int], float],
+             total: int) -> Callable[[int], float]:
+    """The learning rate of each of a run's ``total`` steps, from ``lr_at(step, total)`` (warm-up
+    and cosine decay over ``total`` steps): without phases, or with ``continue`` (the default), it
+    runs once over all the steps, as a run on the phases' union would; ``restart`` runs it again
+    in every phase, from its warm-up to the end of its decay (re-warming and re-decaying, as in continual pre-training:
     Gupta et al. 2023, "Continual Pre-Training of Large Language Models: How to (re)warm your
     model?"; Ibrahim et al. 2024, "Simple and Scalable Strategies to Continually Pre-train Large
     Language Models"). A pure function of the step, so ``--resume`` gives the same rates."""
-    total = sum(p.steps for p in phases)
-    if schedule in (None, "continue"):
+    if not phases or schedule in (None, "continue"):
         return lambda step: lr_at(step, total)
     if schedule != "restart":
         raise ValueError(f"data.phase_schedule must be 'continue' or 'restart', got {schedule!r}")

@@ -11,7 +11,6 @@ process runs this same code on its slice of each global batch (docs/distributed.
 from __future__ import annotations
 
 import contextlib
-import functools
 import math
 import sys
 from dataclasses import dataclass
@@ -95,7 +94,6 @@ class Run:
     local_accum: int  # of them on this rank
     optimizer: torch.optim.Optimizer
     params: list[torch.nn.Parameter]
-    lr_peak: float
     lr_of: Callable[[int], float]  # step -> learning rate (before a group's layer-wise decay)
     start: int
     saved_step: int | None  # the last checkpoint known to exist and be finite
@@ -279,15 +277,14 @@ def setup(recipe: Recipe, registry: Registry, out_dir: Path, dist: Dist, device:
     def schedule(step: int, total: int) -> float:
         return lr_at(step, total, lr_peak, recipe.optim)
 
+    lr_of = phase_lr(phases, recipe.get("data", "phase_schedule"), schedule, t.steps)
     if phases:
-        lr_of = phase_lr(phases, recipe.get("data", "phase_schedule"), schedule)
         sampler = PhasedBatchSampler(phases, phase_split.train, t.batch_size, t.seed,
                                      recipe.get("data", "replay") or 0.0,
                                      recipe.get("data", "replay_size") or DEFAULT_REPLAY_SIZE)
         if state is not None and "replay" in state:
             sampler.load_state_dict(state["replay"])  # the reservoir of the checkpoint's phase
     else:
-        lr_of = functools.partial(schedule, total=t.steps)
         sampler = SeededBatchSampler(train_idx, t.batch_size, t.seed)
     local = RankBatchSampler(sampler, micro, dist.rank, dist.world, start=start)
     workers = int(recipe.get("data", "num_workers", 0))
@@ -298,7 +295,7 @@ def setup(recipe: Recipe, registry: Registry, out_dir: Path, dist: Dist, device:
                train_idx=train_idx, val_idx=val_idx, sampler=sampler, phase_split=phase_split,
                phase_probes={e.step: e for e in probe_plan(phases)}, batches=batches, micro=micro, accum=accum,
                local_accum=accum // dist.world, optimizer=optimizer,
-               params=[p for p in objective.parameters() if p.requires_grad], lr_peak=lr_peak, lr_of=lr_of, start=start,
+               params=[p for p in objective.parameters() if p.requires_grad], lr_of=lr_of, start=start,
                saved_step=start if resume else None, logger=logger, health=Health(device), info=info, hooks=hooks)
 
 
